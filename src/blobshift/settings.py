@@ -144,7 +144,7 @@ def load_settings(path: str | Path, *, require_old: bool = False) -> BlobSetting
         namespace = runpy.run_path(str(path), run_name="localsettings")
     except SyntaxError as exc:
         raise SettingsError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from None
-    except Exception as exc:  # noqa: BLE001 - any error while executing the file
+    except Exception as exc:
         # The message of an arbitrary exception could quote a secret: give only its type.
         raise SettingsError(f"{path}: executing it failed with {type(exc).__name__}") from None
     if NEW_STORE not in namespace:

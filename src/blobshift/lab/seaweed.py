@@ -101,7 +101,17 @@ class SeaweedServer:
         path.write_text(json.dumps(ident))
         path.chmod(0o600)
 
+    def port_in_use(self) -> bool:
+        try:
+            with socket.create_connection((self.ip, self.s3_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
     def start(self, timeout: float = 60.0) -> None:
+        # Without this check a leftover server on the same port would pass for ours.
+        if self.port_in_use():
+            raise RuntimeError(f"{self.ip}:{self.s3_port} is already in use: stop what holds it")
         self.write_identities()
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
@@ -116,7 +126,7 @@ class SeaweedServer:
         for bucket in self.buckets:
             self.create_bucket(bucket)
 
-    def client(self):  # noqa: ANN201 - boto3 client type is dynamic
+    def client(self):
         return boto3.client(
             "s3",
             endpoint_url=self.url,
@@ -147,7 +157,7 @@ class SeaweedServer:
                     pass
                 self.client().list_buckets()
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            except Exception as exc:
                 last = exc
                 time.sleep(0.2)
         raise TimeoutError(f"SeaweedFS on {self.url} not ready after {timeout}s: {last}")

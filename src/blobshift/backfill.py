@@ -1,0 +1,467 @@
+"""`migrate-backend`: copy every blob of the old store that the new store lacks.
+
+Keys stream from the old listing (merged in order with the new listing, so a present
+key costs no request) or from a manifest. They are grouped in chunks of `chunk_size`
+examined keys; a chunk is finished when each of its keys is copied, skipped or logged,
+and the checkpoint advances over finished chunks only, in order, after the missing-blob
+log is fsynced. A crash therefore redoes at most the chunks in flight, and redone keys
+are found present in new and skipped, so no blob is copied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blobshift.copy import CopyOptions, copy_object
+from blobshift.progress import Output, Progress, human_bytes, rate_text
+from blobshift.ratelimit import Limits
+from blobshift.runfiles import (
+    Checkpoint,
+    MissingLog,
+    RunFileError,
+    RunLock,
+    RunPaths,
+    summary_path,
+    utc_iso,
+    write_json_atomic,
+)
+from blobshift.s3.client import NotFound, RetryPolicy, S3Client
+from blobshift.settings import BlobSettings
+from blobshift.sources import PRESENT, Shard, Work, listing_source, manifest_source, scan_manifest
+from blobshift.stores import open_stores, preflight
+
+STATUS_INTERVAL = 2.0
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    log_dir: Path
+    chunk_size: int = 1000
+    num_workers: int = 15
+    reset: bool = False
+    dry_run: bool = False
+    prefix: str = ""
+    keys_from: Path | None = None
+    shard: Shard = field(default_factory=Shard)
+    max_rps: float | None = None
+    bwlimit: int | None = None
+    copy: CopyOptions = field(default_factory=CopyOptions)
+    progress_interval: float = 10.0
+
+
+@dataclass
+class Counts:
+    listed: int = 0
+    copied: int = 0
+    skipped: int = 0
+    logged: int = 0
+    bytes: int = 0
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BackfillResult:
+    counts: Counts
+    log: Path | None
+    status: Path | None
+    checkpoint: Path | None
+    stopped: bool = False
+    complete: bool = False
+    would_copy: int = 0
+    elapsed: float = 0.0
+    logs: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped:
+            return 130
+        return 1 if self.counts.logged else 0
+
+
+class _Chunks:
+    """Tracks unfinished keys per chunk; tells how far the checkpoint may move."""
+
+    def __init__(self) -> None:
+        self._open: deque[list[Any]] = deque()  # per chunk: [pending keys, end position]
+        self._base = 0  # number of the chunk at the front of `_open`
+
+    def new_chunk(self) -> int:
+        self._open.append([0, None])
+        return self._base + len(self._open) - 1
+
+    def add(self, chunk: int) -> None:
+        self._open[chunk - self._base][0] += 1
+
+    def close(self, chunk: int, position: str) -> None:
+        self._open[chunk - self._base][1] = position
+
+    def done(self, chunk: int) -> None:
+        self._open[chunk - self._base][0] -= 1
+
+    def advance(self) -> str | None:
+        """Pop finished chunks from the front; the last popped end position, if any."""
+        position = None
+        while self._open and self._open[0][0] == 0 and self._open[0][1] is not None:
+            position = self._open.popleft()[1]
+            self._base += 1
+        return position
+
+
+class Backfill:
+    def __init__(
+        self, settings: BlobSettings, options: BackfillOptions, out: Output | None = None
+    ) -> None:
+        if settings.old is None:
+            raise ValueError("the backfill needs OLD_S3_BLOB_DB_SETTINGS")
+        self.settings = settings
+        self.opts = options
+        self.out = out or Output()
+        self.paths = RunPaths.for_shard(options.log_dir, options.shard.index, options.shard.count)
+        self.counts = Counts()
+        self.would_copy = 0
+        self.stopping = asyncio.Event()
+        self.limits = Limits(options.max_rps, options.bwlimit)
+        self.copy_retry = RetryPolicy(attempts=5)
+        self._chunks = _Chunks()
+        self._log: MissingLog | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._totals_before: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._total: int | None = None
+        self._state = "starting"
+        self._fatal: BaseException | None = None
+
+    # -- identity of what is enumerated: a checkpoint is only valid for the same one --
+
+    def _source_id(self) -> str:
+        if self.opts.keys_from is not None:
+            st = self.opts.keys_from.stat()
+            return (
+                f"manifest:{self.opts.keys_from.resolve()}:{st.st_size}:prefix={self.opts.prefix}"
+            )
+        old = self.settings.old
+        assert old is not None
+        return f"listing:{old.url}/{old.bucket}:prefix={self.opts.prefix}"
+
+    def _load_checkpoint(self) -> Checkpoint:
+        source, shard = self._source_id(), str(self.opts.shard)
+        cp = None if self.opts.reset else Checkpoint.load(self.paths.checkpoint)
+        if cp is not None and (cp.source != source or cp.shard != shard):
+            raise RunFileError(
+                f"checkpoint {self.paths.checkpoint} belongs to another run "
+                f"({cp.source}, shard {cp.shard}): use another --log-dir, or --reset"
+            )
+        if cp is not None and cp.complete:
+            self.out.line(
+                f"previous pass finished at {cp.updated}; starting a new pass "
+                "(blobs already in the new store are skipped)"
+            )
+            cp = Checkpoint(source, shard, totals={}, logs=cp.logs)
+        if cp is None:
+            cp = Checkpoint(source, shard)
+        return cp
+
+    # -- the run ------------------------------------------------------------------
+
+    async def run(self) -> BackfillResult:
+        self.opts.log_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.paths.lock):
+            return await self._run_locked()
+
+    async def _run_locked(self) -> BackfillResult:
+        cp = self._load_checkpoint()
+        if self.opts.keys_from is not None:
+            self._total = scan_manifest(self.opts.keys_from)
+        async with open_stores(self.settings, self.opts.num_workers) as (old, new):
+            await preflight(old, new, settings_path=self.settings.path)
+            if self.opts.dry_run:
+                return await self._dry_run(old, new, cp)
+            return await self._copy_run(old, new, cp)
+
+    def _source(self, old: S3Client, new: S3Client, cp: Checkpoint) -> AsyncIterator[Any]:
+        if self.opts.keys_from is not None:
+            start = int(cp.position or 0)
+            return manifest_source(self.opts.keys_from, start, self.opts.prefix, self.opts.shard)
+        return listing_source(old, new, self.opts.prefix, cp.position, self.opts.shard)
+
+    async def _dry_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
+        self._state = "dry-run"
+        self.out.line(f"dry run: counting what would be copied from {old.store.describe()}")
+        async for _, work in self._source(old, new, cp):
+            if work is None:
+                continue
+            self.counts.listed += 1
+            if work == PRESENT or (
+                isinstance(work, Work) and work.check_new and await new.head(work.key)
+            ):
+                self.counts.skipped += 1
+            else:
+                self.would_copy += 1
+        result = BackfillResult(self.counts, None, None, None, would_copy=self.would_copy)
+        result.elapsed = time.monotonic() - self._started
+        self.out.line(
+            f"dry run: listed {self.counts.listed}, would copy {self.would_copy}, "
+            f"already present {self.counts.skipped}; nothing was copied"
+        )
+        return result
+
+    async def _copy_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
+        log_path = self.paths.new_log()
+        self._log = MissingLog(log_path)
+        self.out.tee_to(summary_path(log_path))
+        cp.logs.append(str(log_path))
+        self._checkpoint = cp
+        self._totals_before = dict(cp.totals)
+        where = f"from key after {cp.position!r}" if cp.position else "from the start"
+        self.out.line(
+            f"backfill shard {self.opts.shard}: {old.store.describe()} -> "
+            f"{new.store.describe()}, {where}, {self.opts.num_workers} workers, "
+            f"chunks of {self.opts.chunk_size}"
+        )
+        self.out.line(f"missing-blob log: {log_path}")
+        self._state = "running"
+        self._write_status()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            complete = await self._pump(old, new, cp)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if self._fatal is not None:
+            self._state = "failed"
+            self._write_status(error=f"{type(self._fatal).__name__}: {self._fatal}")
+            self._log.close()
+            self.out.close()
+            raise self._fatal
+        self._advance_checkpoint(final=complete)
+        self._log.close()
+        self._state = "finished" if complete else "stopped"
+        self._write_status()
+        return self._finish(log_path, complete)
+
+    async def _pump(self, old: S3Client, new: S3Client, cp: Checkpoint) -> bool:
+        """Run producer and workers until the source is exhausted or a stop; complete?"""
+        queue: asyncio.Queue[tuple[int, Work] | None] = asyncio.Queue(self.opts.num_workers * 4)
+        workers = [
+            asyncio.create_task(self._worker(queue, old, new)) for _ in range(self.opts.num_workers)
+        ]
+        ticker = asyncio.create_task(self._ticker())
+        producer = asyncio.create_task(self._produce(queue, old, new, cp))
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({producer, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not producer.done():
+            producer.cancel()
+        try:
+            await producer
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self._fail(exc)
+        stop.cancel()
+        if self.stopping.is_set():
+            while not queue.empty():  # queued keys stay in unfinished chunks: redone on resume
+                queue.get_nowait()
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+        ticker.cancel()
+        return not self.stopping.is_set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self.stopping.set()
+
+    def _on_signal(self, sig: int) -> None:
+        if not self.stopping.is_set():
+            name = signal.Signals(sig).name
+            self.out.line(f"{name} received: finishing the copies in flight, then stopping")
+        self.stopping.set()
+
+    async def _produce(
+        self,
+        queue: asyncio.Queue[tuple[int, Work] | None],
+        old: S3Client,
+        new: S3Client,
+        cp: Checkpoint,
+    ) -> None:
+        chunks = self._chunks
+        chunk = chunks.new_chunk()
+        in_chunk = 0
+        position = cp.position
+        async for position, work in self._source(old, new, cp):
+            if work is None:
+                continue
+            self.counts.listed += 1
+            in_chunk += 1
+            if work == PRESENT:
+                self.counts.skipped += 1
+            else:
+                chunks.add(chunk)
+                await queue.put((chunk, work))
+            if in_chunk >= self.opts.chunk_size:
+                chunks.close(chunk, position)
+                self._advance_checkpoint()
+                chunk, in_chunk = chunks.new_chunk(), 0
+        if not self.stopping.is_set():
+            chunks.close(chunk, position)
+
+    async def _worker(
+        self, queue: asyncio.Queue[tuple[int, Work] | None], old: S3Client, new: S3Client
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is None or self.stopping.is_set():
+                return
+            chunk, work = item
+            try:
+                await self._handle(work, old, new)
+                self._chunks.done(chunk)
+                self._advance_checkpoint()
+            except Exception as exc:
+                self._fail(exc)
+                return
+
+    async def _handle(self, work: Work, old: S3Client, new: S3Client) -> None:
+        if work.check_new and await new.head(work.key) is not None:
+            self.counts.skipped += 1
+            return
+
+        def retried(_: BaseException) -> None:
+            self.counts.retries += 1
+
+        try:
+            n = await self.copy_retry.run(
+                lambda: copy_object(old, new, work.key, self.limits, self.opts.copy), retried
+            )
+        except NotFound:
+            # Gone from old: fine if the app already has it in new, else it is missing.
+            if await new.head(work.key) is not None:
+                self.counts.skipped += 1
+            else:
+                self._record(work, "not found in old db")
+            return
+        except Exception as exc:
+            self._record(work, f"too many retries: {exc}" if str(exc) else type(exc).__name__)
+            return
+        self.counts.copied += 1
+        self.counts.bytes += n
+
+    def _record(self, work: Work, error: str) -> None:
+        assert self._log is not None
+        record: dict[str, Any] = {"blob_key": work.key, "error": error, "size": work.size}
+        if work.meta:
+            record.update(work.meta)
+        self._log.write(record)
+        self.counts.logged += 1
+
+    def _advance_checkpoint(self, final: bool = False) -> None:
+        position = self._chunks.advance()
+        if (position is None and not final) or self._checkpoint is None or self.opts.dry_run:
+            return
+        assert self._log is not None
+        self._log.sync()  # the log must hold every failure the checkpoint moves past
+        cp = self._checkpoint
+        if position is not None:
+            cp.position = position
+        cp.complete = final
+        run = self.counts.as_dict()
+        cp.totals = {k: self._totals_before.get(k, 0) + v for k, v in run.items()}
+        cp.save(self.paths.checkpoint)
+
+    # -- progress and status --------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        progress = Progress(self.out, self.opts.progress_interval)
+        last_status = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            progress.show(self._progress_text())
+            now = time.monotonic()
+            if now - last_status >= STATUS_INTERVAL:
+                last_status = now
+                self._write_status()
+
+    def _progress_text(self) -> str:
+        c = self.counts
+        done = c.copied + c.skipped + c.logged
+        elapsed = time.monotonic() - self._started
+        return (
+            f"listed {c.listed:,} copied {c.copied:,} skipped {c.skipped:,} "
+            f"logged {c.logged:,} ({human_bytes(c.bytes)}), "
+            + rate_text(done, c.bytes, elapsed, self._total)
+        )
+
+    def _write_status(self, error: str | None = None) -> None:
+        elapsed = time.monotonic() - self._started
+        done = self.counts.copied + self.counts.skipped + self.counts.logged
+        status: dict[str, Any] = {
+            "state": self._state,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "shard": str(self.opts.shard),
+            "updated": utc_iso(),
+            "elapsed_seconds": round(elapsed, 1),
+            "counts": self.counts.as_dict(),
+            "objects_per_second": round(done / elapsed, 1) if elapsed > 0 else 0.0,
+            "total": self._total,
+            "checkpoint": str(self.paths.checkpoint),
+            "position": self._checkpoint.position if self._checkpoint else "",
+            "log": str(self._log.path) if self._log else None,
+            "logs": list(self._checkpoint.logs) if self._checkpoint else [],
+        }
+        if error:
+            status["error"] = error
+        # The status is for watchers; a full disk is reported by the checkpoint write.
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.paths.status, status, durable=False)
+
+    def _finish(self, log_path: Path, complete: bool) -> BackfillResult:
+        c = self.counts
+        elapsed = time.monotonic() - self._started
+        cp = self._checkpoint
+        assert cp is not None
+        head = "backfill finished" if complete else "stopped by operator"
+        done = c.copied + c.skipped + c.logged
+        self.out.line(
+            f"{head}: listed {c.listed}, copied {c.copied} ({human_bytes(c.bytes)}), "
+            f"skipped as present {c.skipped}, logged {c.logged}, retries {c.retries}, "
+            f"in {elapsed:.1f}s ({rate_text(done, c.bytes, elapsed, None)})"
+        )
+        if c.logged:
+            self.out.line(
+                f"{c.logged} blobs could not be copied; they are listed in {log_path}; "
+                f"classify them with: blobshift check-blob-logs {log_path}"
+            )
+        else:
+            self.out.line(f"no blob was logged; log: {log_path}")
+        if not complete:
+            self.out.line(f"progress saved in {self.paths.checkpoint}; re-run to resume")
+        self.out.close()
+        return BackfillResult(
+            counts=c,
+            log=log_path,
+            status=self.paths.status,
+            checkpoint=self.paths.checkpoint,
+            stopped=not complete,
+            complete=complete,
+            elapsed=elapsed,
+            logs=list(cp.logs),
+            totals=dict(cp.totals),
+        )

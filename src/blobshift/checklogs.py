@@ -1,0 +1,134 @@
+"""`check-blob-logs`: classify every blob a backfill logged as missing.
+
+In order: present in new ("Found in new db"); present in old ("Found in old db", copied
+now with --migrate); its key is absent from the current manifest ("Not referenced":
+deleted while the backfill ran); otherwise "Not found".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blobshift.copy import CopyOptions, copy_object
+from blobshift.progress import Output
+from blobshift.ratelimit import Limits
+from blobshift.runfiles import read_log_records
+from blobshift.s3.client import RetryPolicy, S3Client
+from blobshift.settings import BlobSettings
+from blobshift.sources import parse_manifest_line
+from blobshift.stores import open_stores, preflight
+
+FOUND_NEW = "Found in new db"
+FOUND_OLD = "Found in old db"
+MIGRATED = "Migrated from old db"
+NOT_REFERENCED = "Not referenced"
+NOT_FOUND = "Not found"
+CATEGORIES = (FOUND_NEW, FOUND_OLD, NOT_REFERENCED, NOT_FOUND)
+UNTYPED = "(no type)"
+
+
+@dataclass
+class CheckResult:
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    records: int = 0
+    malformed: int = 0
+    migrated: int = 0
+    migrate_failed: int = 0
+    not_found_keys: list[str] = field(default_factory=list)
+
+    def total(self, category: str) -> int:
+        return sum(counts.get(category, 0) for counts in self.by_type.values())
+
+    @property
+    def exit_code(self) -> int:
+        left_in_old = self.total(FOUND_OLD) - self.migrated
+        return 0 if self.total(NOT_FOUND) == 0 and left_in_old == 0 else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "malformed": self.malformed,
+            "migrated": self.migrated,
+            "migrate_failed": self.migrate_failed,
+            "by_type": self.by_type,
+            "totals": {c: self.total(c) for c in CATEGORIES},
+            "not_found_keys": self.not_found_keys,
+        }
+
+
+def manifest_keys(path: Path) -> set[str]:
+    keys: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = parse_manifest_line(line) if line.strip() else None
+            if rec is not None:
+                keys.add(rec["blob_key"])
+    return keys
+
+
+async def check_blob_logs(
+    settings: BlobSettings,
+    logs: list[Path],
+    *,
+    migrate: bool = False,
+    num_workers: int = 15,
+    keys_from: Path | None = None,
+    out: Output | None = None,
+) -> CheckResult:
+    out = out or Output()
+    result = CheckResult()
+    records: list[dict[str, Any]] = []
+    for log in logs:
+        recs, bad = read_log_records(log)
+        records += recs
+        result.malformed += bad
+        if bad:
+            out.line(f"{log}: {bad} malformed line(s) skipped")
+    result.records = len(records)
+    referenced = manifest_keys(keys_from) if keys_from is not None else None
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    limits, retry, copy_opts = Limits(), RetryPolicy(attempts=5), CopyOptions()
+
+    async with open_stores(settings, num_workers) as (old, new):
+        await preflight(old, new, settings_path=settings.path)
+        sem = asyncio.Semaphore(num_workers)
+
+        async def classify(rec: dict[str, Any]) -> None:
+            key = rec["blob_key"]
+            async with sem:
+                category = await _category(key, old, new, referenced)
+                if category == FOUND_OLD and migrate:
+                    try:
+                        await retry.run(lambda: copy_object(old, new, key, limits, copy_opts))
+                        result.migrated += 1
+                        out.line(f"{MIGRATED}: {key}")
+                    except Exception as exc:
+                        result.migrate_failed += 1
+                        out.line(f"could not migrate {key}: {exc}")
+            counts[str(rec.get("type_code") or UNTYPED)][category] += 1
+            if category == NOT_FOUND:
+                result.not_found_keys.append(key)
+
+        await asyncio.gather(*(classify(r) for r in records))
+    result.by_type = {t: dict(c) for t, c in sorted(counts.items())}
+    for type_name, c in result.by_type.items():
+        out.line(f"{type_name}: checked {sum(c.values())} records")
+        for category in CATEGORIES:
+            out.line(f"  {category}: {c[category]}")
+    if result.malformed:
+        out.line(f"malformed lines: {result.malformed}")
+    return result
+
+
+async def _category(key: str, old: S3Client, new: S3Client, referenced: set[str] | None) -> str:
+    if await new.head(key) is not None:
+        return FOUND_NEW
+    if await old.head(key) is not None:
+        return FOUND_OLD
+    if referenced is not None and key not in referenced:
+        return NOT_REFERENCED
+    return NOT_FOUND

@@ -1,0 +1,60 @@
+"""Rate limits for reads from the old store, so the backfill cannot starve production."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'512K', '10M', '1.5G', '1048576' -> bytes (binary units, as rclone's --bwlimit)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size: use e.g. 512K, 10M, 1G")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+class TokenBucket:
+    """`rate` tokens per second, bursts up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, n: float) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                # A request larger than the bucket waits for a full bucket, then overdraws.
+                need = min(n, self.capacity)
+                if self._tokens >= need:
+                    self._tokens -= n
+                    return
+                await asyncio.sleep((need - self._tokens) / self.rate)
+
+
+class Limits:
+    """--max-rps (objects read per second) and --bwlimit (bytes read per second)."""
+
+    def __init__(self, max_rps: float | None = None, bwlimit: int | None = None) -> None:
+        self._rps = TokenBucket(max_rps) if max_rps else None
+        self._bw = TokenBucket(bwlimit) if bwlimit else None
+
+    async def request(self) -> None:
+        if self._rps is not None:
+            await self._rps.take(1)
+
+    async def bytes(self, n: int) -> None:
+        if self._bw is not None and n:
+            await self._bw.take(n)

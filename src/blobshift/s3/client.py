@@ -1,0 +1,363 @@
+"""An asyncio S3 client for the backfill, the log check and verify.
+
+Covers what those need and nothing more: HEAD/GET/PUT of objects, ListObjects V1/V2,
+multipart uploads, with SigV2 or SigV4 and bounded retries. Secrets stay inside the
+signer; no message built here contains one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+from urllib.parse import quote, unquote_plus, urlsplit
+
+from blobshift.s3.http import HTTPError, Pool, Response
+from blobshift.s3.signing import SigV2Signer, SigV4Signer
+from blobshift.settings import StoreSettings
+
+T = TypeVar("T")
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRY_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
+)
+# Headers that describe the object and must survive the copy.
+KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control")
+
+
+class S3Error(Exception):
+    def __init__(self, status: int, code: str, message: str, what: str) -> None:
+        super().__init__(f"{what}: HTTP {status} {code}: {message}".strip())
+        self.status = status
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRY_STATUS or self.code in RETRY_CODES
+
+
+class NotFound(S3Error):
+    pass
+
+
+class ObjectInfo(NamedTuple):
+    key: str
+    size: int
+    etag: str
+
+
+def is_plain_md5(etag: str) -> bool:
+    """A single-part ETag is the hex MD5 of the content; a multipart one is not."""
+    return len(etag) == 32 and "-" not in etag
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, S3Error):
+        return exc.retryable
+    return isinstance(exc, HTTPError | TimeoutError | ConnectionError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, a bounded number of attempts."""
+
+    attempts: int = 8
+    base: float = 0.1
+    cap: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+    async def run(
+        self,
+        op: Callable[[], Awaitable[T]],
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> T:
+        for attempt in range(self.attempts):
+            try:
+                return await op()
+            except Exception as exc:
+                if not is_retryable(exc) or attempt == self.attempts - 1:
+                    raise
+                if on_retry is not None:
+                    on_retry(exc)
+                await asyncio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")
+
+
+def _tls_context(verify: bool | str) -> ssl.SSLContext:
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return ssl.create_default_context()
+
+
+def _text(elem: ET.Element, name: str) -> str:
+    for child in elem:
+        if child.tag.endswith(name):
+            return child.text or ""
+    return ""
+
+
+class S3Client:
+    """One bucket on one endpoint, as described by a `StoreSettings`."""
+
+    def __init__(
+        self,
+        store: StoreSettings,
+        *,
+        max_connections: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.retry = retry or RetryPolicy()
+        url = urlsplit(store.url)
+        tls = _tls_context(store.verify) if url.scheme == "https" else None
+        port = url.port or (443 if tls else 80)
+        addressing = dict(store.config.get("s3") or {}).get("addressing_style", "path")
+        self.virtual = addressing == "virtual"
+        host = f"{store.bucket}.{url.hostname}" if self.virtual else str(url.hostname)
+        default_port = (tls and port == 443) or (not tls and port == 80)
+        self.host_header = host if default_port else f"{host}:{port}"
+        self.base_path = url.path.rstrip("/")
+        self.pool = Pool(
+            host,
+            port,
+            tls=tls,
+            size=max_connections or store.max_pool_connections,
+            connect_timeout=store.connect_timeout,
+            read_timeout=store.read_timeout,
+        )
+        self.sigv2 = store.signature_version == "s3"
+        self.signer: SigV2Signer | SigV4Signer = (
+            SigV2Signer(store.access_key, store.secret_key)
+            if self.sigv2
+            else SigV4Signer(store.access_key, store.secret_key, store.region)
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Client({self.store.describe()})"
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- request plumbing ------------------------------------------------------------
+
+    def _paths(self, key: str | None) -> tuple[str, str]:
+        """(path on the wire, path the signer signs) for an object or the bucket.
+
+        The bucket itself is addressed as `/bucket/` with a trailing slash: SigV2
+        stores differ on whether `/bucket` or `/bucket/` is the canonical resource
+        (SeaweedFS signs the latter), and the slash makes what we send and what we
+        sign the same string everywhere.
+        """
+        tail = "/" + quote(key, safe="/~") if key is not None else "/"
+        if self.virtual:
+            wire = self.base_path + tail
+            return wire, (f"/{self.store.bucket}{tail}" if self.sigv2 else wire)
+        wire = f"{self.base_path}/{self.store.bucket}{tail}"
+        return wire, wire
+
+    async def request(
+        self,
+        method: str,
+        key: str | None,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | memoryview = b"",
+        what: str = "",
+    ) -> Response:
+        """One signed request; raises S3Error (NotFound on 404) for error statuses."""
+        wire, signed = self._paths(key)
+        q = [(k, quote(v, safe="-_.~")) for k, v in (query or [])]
+        hdrs = {"Host": self.host_header}
+        if headers:
+            hdrs.update(headers)
+        self.signer.sign(method, signed, q, hdrs)
+        target = wire
+        if q:
+            target += "?" + "&".join(f"{k}={v}" if v else k for k, v in q)
+        resp = await self.pool.request(method, target, hdrs, body)
+        if resp.status >= 300:
+            data = b"" if method == "HEAD" else await resp.read()
+            resp.release()
+            raise self._error(resp.status, data, what or f"{method} {key or self.store.bucket}")
+        return resp
+
+    def _error(self, status: int, data: bytes, what: str) -> S3Error:
+        code, message = "", ""
+        if data:
+            try:
+                root = ET.fromstring(data)
+                code, message = _text(root, "Code"), _text(root, "Message")
+            except ET.ParseError:
+                message = data[:200].decode("utf-8", "replace")
+        if not code:
+            code = {403: "AccessDenied", 404: "NotFound"}.get(status, "")
+        cls = NotFound if status == 404 and code != "NoSuchBucket" else S3Error
+        return cls(status, code, message, f"{self.store.name} {what}")
+
+    # -- objects -----------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        async def op() -> ObjectInfo | None:
+            try:
+                resp = await self.request("HEAD", key)
+            except NotFound:
+                return None
+            resp.release()
+            h = resp.headers
+            return ObjectInfo(key, int(h.get("content-length", 0)), h.get("etag", "").strip('"'))
+
+        return await self.retry.run(op)
+
+    async def get(self, key: str) -> Response:
+        """Start a GET; the caller streams the body (no retry here: the copy retries)."""
+        return await self.request("GET", key)
+
+    async def put(self, key: str, body: bytes | memoryview, headers: dict[str, str]) -> str:
+        async def op() -> str:
+            resp = await self.request("PUT", key, headers=headers, body=body)
+            await resp.read()
+            return resp.headers.get("etag", "").strip('"')
+
+        return await self.retry.run(op)
+
+    async def create_multipart(self, key: str, headers: dict[str, str]) -> str:
+        async def op() -> str:
+            resp = await self.request("POST", key, query=[("uploads", "")], headers=headers)
+            return _text(ET.fromstring(await resp.read()), "UploadId")
+
+        return await self.retry.run(op)
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes, md5_b64: str
+    ) -> str:
+        async def op() -> str:
+            query = [("partNumber", str(number)), ("uploadId", upload_id)]
+            headers = {"Content-MD5": md5_b64}
+            resp = await self.request("PUT", key, query=query, headers=headers, body=body)
+            await resp.read()
+            return resp.headers.get("etag", "")
+
+        return await self.retry.run(op)
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"
+            for n, etag in enumerate(etags, 1)
+        )
+        body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+
+        async def op() -> None:
+            resp = await self.request(
+                "POST",
+                key,
+                query=[("uploadId", upload_id)],
+                body=body,
+                headers={"Content-Type": "application/xml"},
+            )
+            data = await resp.read()
+            # S3 may answer 200 with an error document after a long completion.
+            if b"<Error>" in data:
+                raise self._error(500, data, f"complete multipart {key}")
+
+        await self.retry.run(op)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            resp = await self.request("DELETE", key, query=[("uploadId", upload_id)])
+            await resp.read()
+        except (S3Error, HTTPError):
+            pass  # best effort: an orphaned upload costs space, not correctness
+
+    async def delete(self, key: str) -> None:
+        async def op() -> None:
+            resp = await self.request("DELETE", key)
+            await resp.read()
+
+        await self.retry.run(op)
+
+    # -- listing -------------------------------------------------------------------
+
+    async def list_page(
+        self, prefix: str, start_after: str, max_keys: int = 1000
+    ) -> tuple[list[ObjectInfo], bool]:
+        """One page of keys after `start_after`, in S3 (UTF-8 byte) order, and truncated?"""
+        query = [("encoding-type", "url"), ("max-keys", str(max_keys))]
+        if prefix:
+            query.append(("prefix", prefix))
+        if self.store.list_version == 1:
+            if start_after:
+                query.append(("marker", start_after))
+        else:
+            query.append(("list-type", "2"))
+            if start_after:
+                query.append(("start-after", start_after))
+
+        async def op() -> bytes:
+            resp = await self.request("GET", None, query=query, what="list")
+            return await resp.read()
+
+        root = ET.fromstring(await self.retry.run(op))
+        entries: list[ObjectInfo] = []
+        truncated = False
+        for child in root:
+            tag = child.tag.rpartition("}")[2]
+            if tag == "Contents":
+                key = size = etag = ""
+                for field in child:
+                    name = field.tag.rpartition("}")[2]
+                    if name == "Key":
+                        key = field.text or ""
+                    elif name == "Size":
+                        size = field.text or "0"
+                    elif name == "ETag":
+                        etag = (field.text or "").strip('"')
+                entries.append(ObjectInfo(unquote_plus(key), int(size), etag))
+            elif tag == "IsTruncated":
+                truncated = (child.text or "").lower() == "true"
+        return entries, truncated
+
+    async def iter_objects(
+        self, prefix: str = "", start_after: str = ""
+    ) -> AsyncIterator[ObjectInfo]:
+        """Every object after `start_after`, page by page; the next page is fetched while
+        the caller consumes the current one, and only one page is held at a time."""
+        page, truncated = await self.list_page(prefix, start_after)
+        while True:
+            nxt = None
+            if truncated and page:
+                nxt = asyncio.ensure_future(self.list_page(prefix, page[-1].key))
+            try:
+                for entry in page:
+                    yield entry
+            except BaseException:  # the consumer stopped early: drop the prefetch
+                if nxt is not None:
+                    nxt.cancel()
+                raise
+            if nxt is None:
+                return
+            page, truncated = await nxt
+
+    async def preflight(self) -> None:
+        """One cheap signed request: reachable, credentials accepted, bucket present.
+
+        Not retried beyond one more attempt: the operator is waiting for the answer."""
+        query = [("max-keys", "1")] + ([] if self.store.list_version == 1 else [("list-type", "2")])
+
+        async def op() -> None:
+            resp = await self.request("GET", None, query=query, what="list")
+            await resp.read()
+
+        await RetryPolicy(attempts=2).run(op)

@@ -1,0 +1,129 @@
+"""Where the keys to copy come from: the old bucket's listing or a manifest file.
+
+Both stream: a listing page or a manifest line at a time, never the whole key set.
+Each yields `(position, work)`: the checkpoint position after this key, and the work to
+do for it: a `Work`, `PRESENT` (already in new: nothing to do) or None (another shard's).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blobshift.s3.client import ObjectInfo, S3Client
+
+MANIFEST_FIELDS = ("parent_id", "type_code", "domain")
+PRESENT = "present"
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'I/N' with 0 <= I < N: this host takes the keys whose hash falls in shard I."""
+        try:
+            i, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2 and 1/2") from None
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+        return cls(i, n)
+
+    def owns(self, key: str) -> bool:
+        # crc32 is stable across processes and hosts, unlike hash().
+        return self.count == 1 or zlib.crc32(key.encode("utf-8")) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    key: str
+    size: int | None = None
+    meta: dict[str, Any] | None = None
+    # From a manifest nothing is known about the new side: look before copying.
+    check_new: bool = False
+
+
+async def listing_source(
+    old: S3Client, new: S3Client, prefix: str, start_after: str, shard: Shard
+) -> AsyncIterator[tuple[str, Work | str | None]]:
+    """Merge both listings in key order: a key already in new needs no request at all."""
+    new_iter = new.iter_objects(prefix, start_after).__aiter__()
+    nxt: ObjectInfo | None = await anext(new_iter, None)
+    async for obj in old.iter_objects(prefix, start_after):
+        if not shard.owns(obj.key):
+            yield obj.key, None
+            continue
+        while nxt is not None and nxt.key < obj.key:
+            nxt = await anext(new_iter, None)
+        if nxt is not None and nxt.key == obj.key:
+            yield obj.key, PRESENT
+        else:
+            yield obj.key, Work(obj.key, obj.size)
+
+
+def parse_manifest_line(line: str) -> dict[str, Any] | None:
+    """A manifest record, or None when the line is not one."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("blob_key"), str) or not rec["blob_key"]:
+        return None
+    return rec
+
+
+def scan_manifest(path: Path) -> int:
+    """Validate the whole manifest before any copy; returns its number of records."""
+    count = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if parse_manifest_line(line) is None:
+                    raise ManifestError(
+                        f'{path}:{lineno}: not a JSON object with a non-empty "blob_key"'
+                    )
+                count += 1
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: manifest is not UTF-8 text") from None
+    return count
+
+
+def manifest_meta(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec[k] for k in MANIFEST_FIELDS if k in rec}
+
+
+async def manifest_source(
+    path: Path, start_offset: int, prefix: str, shard: Shard
+) -> AsyncIterator[tuple[str, Work | None]]:
+    """Manifest records after byte `start_offset`; position = byte offset after the line."""
+    with open(path, "rb") as fh:
+        fh.seek(start_offset)
+        offset = start_offset
+        for raw in fh:
+            offset += len(raw)
+            rec = parse_manifest_line(raw.decode("utf-8")) if raw.strip() else None
+            if rec is None:
+                continue
+            key = rec["blob_key"]
+            if not key.startswith(prefix) or not shard.owns(key):
+                yield str(offset), None
+                continue
+            yield str(offset), Work(key, None, manifest_meta(rec), check_new=True)
