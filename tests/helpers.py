@@ -1,0 +1,74 @@
+"""Helpers for engine tests: seed a bucket, read one back, run the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from blobshift.lab.seaweed import SeaweedServer
+
+BLOBSHIFT = [sys.executable, "-m", "blobshift.cli"]
+
+
+def seed(server: SeaweedServer, bucket: str, blobs: dict[str, bytes], **extra: object) -> None:
+    client = server.client()
+
+    def put(item: tuple[str, bytes]) -> None:
+        client.put_object(Bucket=bucket, Key=item[0], Body=item[1], **extra)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, blobs.items()))
+
+
+def random_blobs(n: int, size: int = 1024, prefix: str = "blob/") -> dict[str, bytes]:
+    return {f"{prefix}{i:06d}": os.urandom(size) for i in range(n)}
+
+
+def contents(server: SeaweedServer, bucket: str) -> dict[str, str]:
+    """key -> md5 of every object in the bucket."""
+    client = server.client()
+    keys = [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for obj in page.get("Contents", [])
+    ]
+
+    def md5(key: str) -> tuple[str, str]:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return key, hashlib.md5(body).hexdigest()
+
+    with ThreadPoolExecutor(16) as pool:
+        return dict(pool.map(md5, keys))
+
+
+def md5s(blobs: dict[str, bytes]) -> dict[str, str]:
+    return {k: hashlib.md5(v).hexdigest() for k, v in blobs.items()}
+
+
+def run_cli(*args: object, check: int | None = None, **kw: object) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*BLOBSHIFT, *map(str, args)], capture_output=True, text=True, timeout=600, **kw
+    )
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def log_records(log_dir: Path) -> list[dict]:
+    records = []
+    for path in sorted(log_dir.glob("*-blob-migration-*.txt")):
+        if path.name.endswith("-summary.txt"):
+            continue
+        records += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return records
+
+
+def write_manifest(path: Path, rows: Iterable[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
