@@ -31,15 +31,24 @@ ODD_KEYS = {
 }
 
 
-def test_copies_odd_keys_zero_bytes_and_metadata(settings_file, old_server, new_server, buckets,
-                                                 tmp_path):  # fmt: skip
+def test_copies_odd_keys_zero_bytes_and_metadata(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
     old_b, new_b = buckets
-    seed(old_server, old_b, ODD_KEYS, ContentType="text/x-odd", Metadata={"owner": "app"},
-         ContentDisposition="attachment", ContentEncoding="identity")  # fmt: skip
+    seed(
+        old_server,
+        old_b,
+        ODD_KEYS,
+        ContentType="text/x-odd",
+        Metadata={"owner": "app"},
+        ContentDisposition="attachment",
+        ContentEncoding="identity",
+    )
     assert len(next(iter(k for k in ODD_KEYS if k.startswith("seg/"))).encode()) > 750
 
-    proc = run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path / "logs",
-                   check=0)  # fmt: skip
+    proc = run_cli(
+        "migrate-backend", "--settings", settings_file, "--log-dir", tmp_path / "logs", check=0
+    )
     assert f"copied {len(ODD_KEYS)}" in proc.stdout
     assert contents(new_server, new_b) == md5s(ODD_KEYS)
     client = new_server.client()
@@ -51,8 +60,9 @@ def test_copies_odd_keys_zero_bytes_and_metadata(settings_file, old_server, new_
     assert log_records(tmp_path / "logs") == []
 
 
-def test_newer_blob_in_new_is_not_overwritten(settings_file, old_server, new_server, buckets,
-                                              tmp_path):  # fmt: skip
+def test_newer_blob_in_new_is_not_overwritten(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
     old_b, new_b = buckets
     seed(old_server, old_b, {"shared": b"old content", "only-old": b"x"})
     seed(new_server, new_b, {"shared": b"newer content written by the app"})
@@ -67,29 +77,50 @@ def test_newer_blob_in_new_is_not_overwritten(settings_file, old_server, new_ser
 def test_dry_run_copies_nothing(settings_file, old_server, new_server, buckets, tmp_path):
     old_b, new_b = buckets
     seed(old_server, old_b, random_blobs(30))
-    proc = run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path,
-                   "--dry-run", check=0)  # fmt: skip
+    proc = run_cli(
+        "migrate-backend", "--settings", settings_file, "--log-dir", tmp_path, "--dry-run", check=0
+    )
     assert "would copy 30" in proc.stdout
     assert contents(new_server, new_b) == {}
     assert not (tmp_path / "migrate_backend-checkpoint.json").exists()
 
 
-def test_manifest_logs_missing_blob_with_its_fields(settings_file, old_server, new_server,
-                                                    buckets, tmp_path):  # fmt: skip
+def test_manifest_logs_missing_blob_with_its_fields(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
     """A key in the manifest but gone from old (deleted during the run) is logged."""
     old_b, new_b = buckets
     seed(old_server, old_b, {"a": b"1", "b": b"2"})
-    manifest = write_manifest(tmp_path / "manifest.jsonl", [
-        {"blob_key": "a", "parent_id": "p1", "type_code": "form"},
-        {"blob_key": "b", "parent_id": "p2", "type_code": "form"},
-        {"blob_key": "gone", "parent_id": "p3", "type_code": "attachment", "domain": "d"},
-    ])  # fmt: skip
-    proc = run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path / "l",
-                   "--keys-from", manifest, check=1)  # fmt: skip
+    manifest = write_manifest(
+        tmp_path / "manifest.jsonl",
+        [
+            {"blob_key": "a", "parent_id": "p1", "type_code": "form"},
+            {"blob_key": "b", "parent_id": "p2", "type_code": "form"},
+            {"blob_key": "gone", "parent_id": "p3", "type_code": "attachment", "domain": "d"},
+        ],
+    )
+    proc = run_cli(
+        "migrate-backend",
+        "--settings",
+        settings_file,
+        "--log-dir",
+        tmp_path / "l",
+        "--keys-from",
+        manifest,
+        check=1,
+    )
     assert "1 blobs could not be copied" in proc.stdout
     records = log_records(tmp_path / "l")
-    assert records == [{"blob_key": "gone", "error": "not found in old db", "size": None,
-                        "parent_id": "p3", "type_code": "attachment", "domain": "d"}]  # fmt: skip
+    assert records == [
+        {
+            "blob_key": "gone",
+            "error": "not found in old db",
+            "size": None,
+            "parent_id": "p3",
+            "type_code": "attachment",
+            "domain": "d",
+        }
+    ]
     assert set(contents(new_server, new_b)) == {"a", "b"}
     summary = next((tmp_path / "l").glob("*-summary.txt")).read_text()
     assert "logged 1" in summary
@@ -101,8 +132,16 @@ def test_shards_partition_the_keys(settings_file, old_server, new_server, bucket
     seed(old_server, old_b, blobs)
     copied = 0
     for i in range(3):
-        proc = run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path,
-                       "--shard", f"{i}/3", check=0)  # fmt: skip
+        proc = run_cli(
+            "migrate-backend",
+            "--settings",
+            settings_file,
+            "--log-dir",
+            tmp_path,
+            "--shard",
+            f"{i}/3",
+            check=0,
+        )
         copied += int(proc.stdout.split("copied ")[1].split()[0])
     assert copied == 200
     assert contents(new_server, new_b) == md5s(blobs)
@@ -125,21 +164,36 @@ def test_large_object_is_copied_in_parts(settings_file, old_server, new_server, 
     assert json.loads(report.read_text())["matched_by_content"] == 1
 
 
-def test_kill_9_then_resume_copies_every_blob_once(settings_file, old_server, new_server,
-                                                   buckets, tmp_path):  # fmt: skip
+def test_kill_9_then_resume_copies_every_blob_once(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
     old_b, new_b = buckets
     blobs = random_blobs(3000, 2048)
     seed(old_server, old_b, blobs)
     log_dir = tmp_path / "logs"
-    cmd = [*BLOBSHIFT, "migrate-backend", "--settings", str(settings_file), "--log-dir",
-           str(log_dir), "--chunk-size", "100", "--num-workers", "4", "--max-rps", "400"]  # fmt: skip
+    cmd = [
+        *BLOBSHIFT,
+        "migrate-backend",
+        "--settings",
+        str(settings_file),
+        "--log-dir",
+        str(log_dir),
+        "--chunk-size",
+        "100",
+        "--num-workers",
+        "4",
+        "--max-rps",
+        "400",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = log_dir / "migrate_backend-checkpoint.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until a few chunks are checkpointed
-        if checkpoint.exists() and json.loads(checkpoint.read_text()).get("position"):
-            if json.loads(checkpoint.read_text())["totals"].get("copied", 0) >= 500:
-                break
+        if (
+            checkpoint.exists()
+            and json.loads(checkpoint.read_text())["totals"].get("copied", 0) >= 500
+        ):
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -156,12 +210,23 @@ def test_kill_9_then_resume_copies_every_blob_once(settings_file, old_server, ne
     assert json.loads(checkpoint.read_text())["complete"] is True
 
 
-def test_sigterm_saves_progress_and_exits_130(settings_file, old_server, new_server, buckets,
-                                              tmp_path):  # fmt: skip
+def test_sigterm_saves_progress_and_exits_130(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
     old_b, _ = buckets
     seed(old_server, old_b, random_blobs(1500, 512))
-    cmd = [*BLOBSHIFT, "migrate-backend", "--settings", str(settings_file), "--log-dir",
-           str(tmp_path), "--chunk-size", "50", "--max-rps", "200"]  # fmt: skip
+    cmd = [
+        *BLOBSHIFT,
+        "migrate-backend",
+        "--settings",
+        str(settings_file),
+        "--log-dir",
+        str(tmp_path),
+        "--chunk-size",
+        "50",
+        "--max-rps",
+        "200",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = tmp_path / "migrate_backend-status.json"
     deadline = time.monotonic() + 60
@@ -180,8 +245,16 @@ def test_sigterm_saves_progress_and_exits_130(settings_file, old_server, new_ser
 def test_second_backfill_on_same_shard_refuses(settings_file, old_server, buckets, tmp_path):
     old_b, _ = buckets
     seed(old_server, old_b, random_blobs(400, 256))
-    cmd = [*BLOBSHIFT, "migrate-backend", "--settings", str(settings_file), "--log-dir",
-           str(tmp_path), "--max-rps", "50"]  # fmt: skip
+    cmd = [
+        *BLOBSHIFT,
+        "migrate-backend",
+        "--settings",
+        str(settings_file),
+        "--log-dir",
+        str(tmp_path),
+        "--max-rps",
+        "50",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = tmp_path / "migrate_backend-status.json"
     try:
