@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -208,6 +209,9 @@ def test_bulk_delete_in_chunks(tmp_path: Path, store_raw: dict) -> None:
     # Riak CS knows Content-MD5, not botocore's default CRC32, for DeleteObjects
     assert all("Content-MD5" in c.headers for c in calls)
     assert not [h for c in calls for h in c.headers if h.lower().startswith("x-amz-checksum")]
+    # SigV2 bucket-level requests go to /bucket/ (see _SigV2BucketSlash), SigV4 ones do not
+    slash = "/" if store_raw["config"]["signature_version"] == "s3" else ""
+    assert {urlsplit(c.url).path for c in calls} == {f"/{db.bucket}{slash}"}
     assert listed_keys(db) == {"keep"}
     assert db.bulk_delete([]) is False
     assert db.bulk_delete(["never-existed"]) is True  # S3 acknowledges absent keys

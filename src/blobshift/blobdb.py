@@ -33,8 +33,9 @@ MiB = 1024 * 1024
 # One request body never exceeds this: the proxy in front of the stores caps bodies at
 # 9 MiB (client_max_body_size), sized for boto3's 8 MiB multipart parts.
 DEFAULT_PART_SIZE = 8 * MiB
-# Only these mean "this key is absent"; NoSuchBucket is a configuration error and must
-# not make a migrating db fall through to the old store.
+# Only these mean "this key is absent": NoSuchBucket on a GET is a configuration error and
+# must not make a migrating db fall through to the old store. (A HEAD answer has no body,
+# so there a missing bucket looks like a missing key.)
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # A body cut mid-stream is not retried by botocore (its retries end at the response
 # headers); a GET is idempotent, so read() starts over.
@@ -137,11 +138,12 @@ def _delete_objects_md5(params: dict[str, Any], **_: Any) -> None:
 class _SigV2BucketSlash:
     """SigV2 + path style: send bucket-level requests to `/bucket/`, not `/bucket`.
 
-    botocore's SigV2 signs the canonical resource `/bucket` for ListObjects,
-    DeleteObjects, ..., while SeaweedFS (and AWS's own SigV2 spec for path style)
-    derives `/bucket/` from the request, so every bucket-level request fails with
-    SignatureDoesNotMatch. Rewriting the URL before signing makes the path sent and the
-    path signed the same; both server kinds route `/bucket/` like `/bucket`.
+    For ListObjects, DeleteObjects, ... botocore requests and signs the resource
+    `/bucket` (as the SigV2 spec says for path style), but SeaweedFS canonicalises it as
+    `/bucket/`, so every bucket-level request fails with SignatureDoesNotMatch. With the
+    URL rewritten before signing, the path sent and the path signed are the same
+    `/bucket/`, which the server verifies and routes like `/bucket`. Object requests are
+    untouched.
     """
 
     def __init__(self, endpoint: str, bucket: str) -> None:
