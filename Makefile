@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := nginx
 
-.PHONY: demo test lint pytest deps clean
+.PHONY: demo test lint pytest deps clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,20 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q
 
-test: lint pytest
+test: lint pytest bench-smoke
+
+# The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;
+# `make bench-smoke` is a few hundred blobs, one repetition, part of `make test`.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[lab,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/backfill_vs_rclone.py
+
+bench-smoke: $(BENCH_STAMP)
+	$(BIN)/python bench/backfill_vs_rclone.py --smoke
 
 demo: deps
 	$(BIN)/python -m blobshift.lab.demo
