@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# Copyright: blobshift contributors
+# Apache-2.0 (see the project's licence)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: blob_migration
+short_description: Copy the old store's blobs missing in the new one (migrate-backend)
+description:
+  - Runs the blobshift backfill (C(blobshift migrate-backend)) on the host, with the app's
+    deployed settings file, which names both stores and holds their credentials. Secrets
+    never pass through the module's arguments nor any process's argument list.
+  - The backfill is checkpointed in O(log_dir); a run that was stopped or killed resumes
+    where it stopped when the module runs again with the same O(log_dir) and O(shard).
+    Blobs that could not be copied are listed in a missing-blob log in O(log_dir), kept.
+  - A long backfill should run as an C(async) task with C(poll=0), see
+    C(playbooks/run_blob_migration.yml), which also re-attaches to a running one.
+  - Runs the engine in-process, so the task must run with the interpreter of the
+    virtualenv where roles/blobshift_engine installed it
+    (C(ansible_python_interpreter=<venv>/bin/python)).
+version_added: "0.1.0"
+author:
+  - blobshift contributors
+options:
+  settings:
+    description:
+      - Path of the app's C(localsettings.py) on the host, with C(S3_BLOB_DB_SETTINGS)
+        (the new store) and C(OLD_S3_BLOB_DB_SETTINGS) (the old store).
+    type: path
+    required: true
+  log_dir:
+    description:
+      - Directory of the missing-blob logs, the checkpoint, the status file and the lock
+        of the shard. Created if missing. Never deleted.
+    type: path
+    required: true
+  chunk_size:
+    description: Keys per checkpointed chunk.
+    type: int
+    default: 1000
+  num_workers:
+    description: Concurrent copies.
+    type: int
+    default: 15
+  reset:
+    description:
+      - Forget the saved progress of this shard and start a new pass from the first key
+        (blobs already in the new store are still skipped).
+      - Ignored in check mode (a dry run never touches saved progress).
+    type: bool
+    default: false
+  shard:
+    description:
+      - Take only the keys of shard C(I/N) (0-based, C(0 <= I < N)), so that N hosts
+        share the work. Each shard has its own run files in O(log_dir).
+    type: str
+    default: "0/1"
+  max_rps:
+    description: At most this many objects read from the old store per second.
+    type: float
+  bwlimit:
+    description: At most this many bytes read from the old store per second, e.g. C(20M).
+    type: str
+  keys_from:
+    description:
+      - JSON lines manifest (C(blob_key), C(parent_id), C(type_code), C(domain)) to take
+        the keys from instead of listing the old bucket.
+    type: path
+  prefix:
+    description: Only keys that start with this prefix.
+    type: str
+    default: ""
+notes:
+  - Check mode runs the engine's dry run; it lists both stores and reports how many blobs
+    would be copied (RV(would_copy)); it copies nothing and moves no checkpoint.
+  - C(changed) is true only when blobs were copied (in check mode, would be copied).
+  - The task fails when the settings are unusable, a store fails its preflight
+    (unreachable, credentials, bucket), another backfill holds the shard's lock, the log
+    dir cannot be written, or the run was stopped (SIGTERM). A finished run that logged
+    blobs does not fail; it warns and returns RV(counts.logged) and the log path.
+seealso:
+  - module: blob_log_check
+  - module: blob_migration_verify
+  - module: blob_migration_info
+requirements:
+  - blobshift (installed by roles/blobshift_engine) in the interpreter running the module
+"""
+
+EXAMPLES = r"""
+- name: Backfill shard 0 of 2, detached from the SSH session
+  blob_migration:
+    settings: /etc/app/localsettings.py
+    log_dir: /opt/blobshift/blob-migration-logs
+    shard: "0/2"
+    num_workers: 15
+    max_rps: 500
+  vars:
+    ansible_python_interpreter: /opt/blobshift/venv/bin/python
+  async: 2592000
+  poll: 0
+  register: backfill_job
+
+- name: Count what a backfill would copy (dry run)
+  blob_migration:
+    settings: /etc/app/localsettings.py
+    log_dir: /opt/blobshift/blob-migration-logs
+  check_mode: true
+  register: would
+"""
+
+RETURN = r"""
+counts:
+  description: What this run did (a resumed pass counts only its own part).
+  returned: always
+  type: dict
+  contains:
+    listed:
+      description: Keys of this shard examined.
+      type: int
+    copied:
+      description: Blobs copied from old to new.
+      type: int
+    skipped:
+      description: Blobs already present in new.
+      type: int
+    logged:
+      description: Blobs that could not be copied, written to the missing-blob log.
+      type: int
+    bytes:
+      description: Bytes copied.
+      type: int
+    retries:
+      description: Copy attempts retried.
+      type: int
+  sample: {listed: 1200, copied: 1190, skipped: 8, logged: 2, bytes: 1218560, retries: 0}
+totals:
+  description: Counts of the whole pass, over every resumed run of it (from the checkpoint).
+  returned: success, not in check mode
+  type: dict
+  sample: {listed: 5000, copied: 4990, skipped: 8, logged: 2, bytes: 5109760, retries: 1}
+would_copy:
+  description: In check mode, the number of blobs a real run would copy.
+  returned: check mode
+  type: int
+  sample: 4990
+complete:
+  description: Whether the pass went through every key of the shard.
+  returned: success
+  type: bool
+log:
+  description: Path of this run's missing-blob log (JSON lines), kept in O(log_dir).
+  returned: success, not in check mode
+  type: str
+  sample: /opt/blobshift/logs/migrate_backend-shard0of2-blob-migration-20261124T010203Z.txt
+logs:
+  description: Every missing-blob log of this shard's pass, oldest first.
+  returned: success, not in check mode
+  type: list
+  elements: str
+status_path:
+  description: The shard's status file (state, counts, pid), updated while it runs.
+  returned: always
+  type: str
+  sample: /opt/blobshift/blob-migration-logs/migrate_backend-shard0of2-status.json
+checkpoint_path:
+  description: The shard's checkpoint file.
+  returned: always
+  type: str
+shard:
+  description: The shard, as C(I/N).
+  returned: always
+  type: str
+  sample: "0/2"
+elapsed:
+  description: Seconds the run took.
+  returned: success
+  type: float
+rc:
+  description:
+    - The exit code the CLI would have returned (0 done, 1 blobs logged, 2 bad input,
+      3 store preflight failed, 4 locked, 5 log dir unwritable, 130 stopped).
+  returned: always
+  type: int
+output:
+  description: The engine's messages (last 200 lines).
+  returned: always
+  type: list
+  elements: str
+engine_version:
+  description: Version of the blobshift engine that ran.
+  returned: success
+  type: str
+  sample: 0.1.0
+"""
+
+import os
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.blobshift_common import (
+    ENGINE_VERSION,
+    HAS_ENGINE,
+    RC_INCOMPLETE,
+    RC_OK,
+    RC_STOPPED,
+    capture_output,
+    load_engine_settings,
+    output_lines,
+    parse_shard,
+    require_engine,
+    run_engine,
+    shard_paths,
+)
+
+if HAS_ENGINE:
+    from blobshift.backfill import Backfill, BackfillOptions
+    from blobshift.ratelimit import parse_size
+    from blobshift.sources import Shard
+
+ARGUMENT_SPEC = dict(
+    settings=dict(type="path", required=True),
+    log_dir=dict(type="path", required=True),
+    chunk_size=dict(type="int", default=1000),
+    num_workers=dict(type="int", default=15),
+    reset=dict(type="bool", default=False),
+    shard=dict(type="str", default="0/1"),
+    max_rps=dict(type="float"),
+    bwlimit=dict(type="str"),
+    keys_from=dict(type="path"),
+    prefix=dict(type="str", default=""),
+)
+
+
+def validate(module):
+    """Check the arguments before anything runs; return (shard index, count, bwlimit)."""
+    p = module.params
+    for name in ("chunk_size", "num_workers"):
+        if p[name] < 1:
+            module.fail_json(msg=f"{name}={p[name]}: must be at least 1")
+    if p["max_rps"] is not None and p["max_rps"] <= 0:
+        module.fail_json(msg=f"max_rps={p['max_rps']}: must be positive")
+    try:
+        index, count = parse_shard(p["shard"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    bwlimit = None
+    if p["bwlimit"] is not None:
+        try:
+            bwlimit = parse_size(p["bwlimit"])
+        except ValueError as exc:
+            module.fail_json(msg=f"bwlimit: {exc}")
+        if bwlimit < 1:
+            module.fail_json(msg=f"bwlimit={p['bwlimit']}: must be positive")
+    if p["keys_from"] is not None and not os.path.isfile(p["keys_from"]):
+        module.fail_json(msg=f"keys_from {p['keys_from']}: no such manifest file on this host")
+    if os.path.exists(p["log_dir"]) and not os.path.isdir(p["log_dir"]):
+        module.fail_json(msg=f"log_dir {p['log_dir']} exists and is not a directory")
+    return index, count, bwlimit
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    require_engine(module)
+    p = module.params
+    index, count, bwlimit = validate(module)
+    paths = shard_paths(p["log_dir"], index, count)
+    base = dict(
+        shard=f"{index}/{count}",
+        status_path=paths["status"],
+        checkpoint_path=paths["checkpoint"],
+    )
+    settings = load_engine_settings(module, p["settings"])
+    options = BackfillOptions(
+        log_dir=Path(p["log_dir"]),
+        chunk_size=p["chunk_size"],
+        num_workers=p["num_workers"],
+        reset=p["reset"] and not module.check_mode,
+        dry_run=module.check_mode,
+        prefix=p["prefix"],
+        keys_from=Path(p["keys_from"]) if p["keys_from"] else None,
+        shard=Shard(index, count),
+        max_rps=p["max_rps"],
+        bwlimit=bwlimit,
+    )
+    out = capture_output()
+    result = run_engine(
+        module,
+        f"backfill of shard {index}/{count} with {p['settings']}",
+        Backfill(settings, options, out).run(),
+        out,
+        **base,
+    )
+    counts = result.counts.as_dict()
+    ret = dict(
+        base,
+        counts=counts,
+        complete=result.complete,
+        elapsed=round(result.elapsed, 2),
+        rc=result.exit_code,
+        output=output_lines(out),
+        engine_version=ENGINE_VERSION,
+    )
+    if module.check_mode:
+        ret.update(would_copy=result.would_copy, complete=True, rc=RC_OK)
+        module.exit_json(changed=result.would_copy > 0, **ret)
+    ret.update(
+        totals=result.totals,
+        log=str(result.log) if result.log else None,
+        logs=result.logs,
+    )
+    changed = counts["copied"] > 0
+    if result.exit_code == RC_STOPPED:
+        module.fail_json(
+            msg=(
+                f"backfill of shard {index}/{count} was stopped (SIGTERM/SIGINT) after "
+                f"copying {counts['copied']} blobs; progress is saved in "
+                f"{paths['checkpoint']}: run it again to resume"
+            ),
+            changed=changed,
+            **ret,
+        )
+    if result.exit_code == RC_INCOMPLETE:
+        module.warn(
+            f"shard {index}/{count}: {counts['logged']} blob(s) could not be copied; they are "
+            f"listed in {ret['log']}: classify them with playbooks/check_blob_logs.yml"
+        )
+    module.exit_json(changed=changed, **ret)
+
+
+if __name__ == "__main__":
+    main()

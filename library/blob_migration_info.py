@@ -1,0 +1,192 @@
+#!/usr/bin/python
+# Copyright: blobshift contributors
+# Apache-2.0 (see the project's licence)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: blob_migration_info
+short_description: Read the state of a backfill shard from its run files, without disturbing it
+description:
+  - Reads the status file, the checkpoint and the Ansible job file of one backfill shard
+    in O(log_dir) (see M(blob_migration)) and tells whether a backfill of that shard is
+    running (it holds the shard's lock), with its counts, rate and missing-blob logs.
+  - Also reports whether O(log_dir) (or its nearest existing parent) is writable and its
+    free space, for preflight checks.
+  - Read-only; needs only the Python standard library (not the engine), so it works with
+    the host's default interpreter.
+version_added: "0.1.0"
+author:
+  - blobshift contributors
+options:
+  log_dir:
+    description: The backfill's log dir on the host.
+    type: path
+    required: true
+  shard:
+    description: The shard, C(I/N) (0-based). C(0/1) for an unsharded backfill.
+    type: str
+    default: "0/1"
+notes:
+  - The lock test takes a shared lock without waiting and drops it at once; a running
+    backfill holds an exclusive lock, so it is never disturbed.
+  - Supports check mode; never changes anything.
+seealso:
+  - module: blob_migration
+"""
+
+EXAMPLES = r"""
+- name: Read the progress of shard 1 of 2
+  blob_migration_info:
+    log_dir: /opt/blobshift/blob-migration-logs
+    shard: "1/2"
+  register: shard_info
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ shard_info.state }}: {{ shard_info.status.counts | default({}) }}"
+"""
+
+RETURN = r"""
+state:
+  description:
+    - C(not started) (no status file), C(running), C(finished), C(stopped), C(failed),
+      or C(dead) when the status file says running but no process holds the lock
+      (killed, host rebooted; a new run resumes from the checkpoint).
+  returned: always
+  type: str
+  sample: running
+running:
+  description: Whether a process holds the shard's lock.
+  returned: always
+  type: bool
+pid_alive:
+  description: Whether the pid of the status file is a live process on this host.
+  returned: always
+  type: bool
+status:
+  description:
+    - The status file's content (state, pid, counts, objects_per_second, log, logs,
+      updated), or null.
+  returned: always
+  type: dict
+checkpoint:
+  description: The checkpoint's content (position, complete, totals, logs, updated), or null.
+  returned: always
+  type: dict
+job:
+  description:
+    - The Ansible job file written by playbooks/run_blob_migration.yml (jid, started),
+      or null.
+  returned: always
+  type: dict
+logs:
+  description: Missing-blob logs of the shard's pass (checkpoint, else status), oldest first.
+  returned: always
+  type: list
+  elements: str
+existing_logs:
+  description: Those of RV(logs) that exist on the host.
+  returned: always
+  type: list
+  elements: str
+paths:
+  description: The shard's run files (checkpoint, status, lock, job).
+  returned: always
+  type: dict
+shard:
+  description: The shard, as C(I/N).
+  returned: always
+  type: str
+log_dir_exists:
+  description: Whether O(log_dir) exists.
+  returned: always
+  type: bool
+log_dir_writable:
+  description: Whether O(log_dir), or its nearest existing parent, is writable by this user.
+  returned: always
+  type: bool
+free_bytes:
+  description:
+    - Free bytes (for this user) on the file system of O(log_dir) or of its nearest
+      existing parent.
+  returned: always
+  type: int
+  sample: 53687091200
+problems:
+  description: Run files that exist but could not be read.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.blobshift_common import (
+    dir_space,
+    lock_held,
+    parse_shard,
+    pid_alive,
+    read_json,
+    shard_paths,
+)
+
+ARGUMENT_SPEC = dict(
+    log_dir=dict(type="path", required=True),
+    shard=dict(type="str", default="0/1"),
+)
+
+
+def shard_state(status, running):
+    if status is None:
+        return "running" if running else "not started"
+    state = str(status.get("state") or "unknown")
+    if running:
+        return "running"
+    if state in ("running", "starting"):
+        return "dead"
+    return state
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    try:
+        index, count = parse_shard(p["shard"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    paths = shard_paths(p["log_dir"], index, count)
+    problems = []
+    files = {}
+    for name in ("status", "checkpoint", "job"):
+        data, error = read_json(paths[name])
+        files[name] = data
+        if error:
+            problems.append(error)
+    status, checkpoint = files["status"], files["checkpoint"]
+    running = lock_held(paths["lock"])
+    logs = list((checkpoint or {}).get("logs") or (status or {}).get("logs") or [])
+    exists, writable, free = dir_space(p["log_dir"])
+    module.exit_json(
+        changed=False,
+        shard=f"{index}/{count}",
+        paths=paths,
+        state=shard_state(status, running),
+        running=running,
+        pid_alive=pid_alive((status or {}).get("pid")),
+        status=status,
+        checkpoint=checkpoint,
+        job=files["job"],
+        logs=logs,
+        existing_logs=[log for log in logs if os.path.isfile(log)],
+        log_dir_exists=exists,
+        log_dir_writable=writable,
+        free_bytes=free,
+        problems=problems,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+# Shared code of blobshift's Ansible modules (library/blob_*.py).
+#
+# The engine (the `blobshift` package) is imported in-process: the modules that do work run
+# with the interpreter of the virtualenv that roles/blobshift_engine installs
+# (ansible_python_interpreter=<venv>/bin/python). Secrets never pass through a module's
+# arguments: the engine reads them from the app's settings file on the host.
+#
+# Everything below the engine section uses the standard library only, so the read-only
+# blob_migration_info module works with any Python 3 (before the engine is installed).
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import io
+import json
+import os
+import sys
+import traceback
+
+try:
+    from blobshift import __version__ as ENGINE_VERSION
+    from blobshift.progress import Output
+    from blobshift.runfiles import LockedError, RunFileError
+    from blobshift.settings import SettingsError, load_settings
+    from blobshift.sources import ManifestError
+    from blobshift.stores import StoreError
+except ImportError:
+    HAS_ENGINE = False
+    ENGINE_IMPORT_ERROR = traceback.format_exc()
+    ENGINE_VERSION = None
+else:
+    HAS_ENGINE = True
+    ENGINE_IMPORT_ERROR = None
+
+# The engine's exit codes (blobshift --help), returned as `rc` for parity with the CLI.
+RC_OK, RC_INCOMPLETE, RC_USAGE, RC_STORE, RC_LOCKED, RC_IO, RC_STOPPED = 0, 1, 2, 3, 4, 5, 130
+
+# Keep the engine's messages in results, but not without bound.
+MAX_OUTPUT_LINES = 200
+
+
+# -- shards and the run files of a shard (same names as blobshift.runfiles.RunPaths) -----
+
+
+def parse_shard(text):
+    """'I/N' with 0 <= I < N -> (I, N); ValueError with an operator-facing message."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: expected I/N, e.g. 0/2 and 1/2") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need N >= 1 and 0 <= I < N (I is 0-based)")
+    return index, count
+
+
+def shard_slug(index, count):
+    return "migrate_backend" if count == 1 else f"migrate_backend-shard{index}of{count}"
+
+
+def shard_paths(log_dir, index, count):
+    """The files a backfill of shard index/count keeps in log_dir, plus the Ansible job file."""
+    slug = shard_slug(index, count)
+    join = os.path.join
+    return {
+        "checkpoint": join(log_dir, f"{slug}-checkpoint.json"),
+        "status": join(log_dir, f"{slug}-status.json"),
+        "lock": join(log_dir, f"{slug}.lock"),
+        # Written by playbooks/run_blob_migration.yml: the async job id of the backfill.
+        "job": join(log_dir, f"{slug}-ansible-job.json"),
+    }
+
+
+def read_json(path):
+    """(data, error): the parsed JSON object of `path`, or None and why not."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"{path}: unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(data, dict):
+        return None, f"{path}: not a JSON object"
+    return data, None
+
+
+def lock_held(path):
+    """True when a process holds the shard's lock (a backfill of this shard is running).
+
+    Takes a shared lock without blocking and drops it at once: a running backfill holds
+    an exclusive one, so this never waits and never disturbs it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def dir_space(path):
+    """(exists, writable, free_bytes) of `path`, or of its nearest existing parent."""
+    probe = os.path.abspath(path)
+    exists = os.path.isdir(probe)
+    while not os.path.exists(probe) and probe != os.path.dirname(probe):
+        probe = os.path.dirname(probe)
+    writable = os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
+    try:
+        st = os.statvfs(probe)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    return exists, writable, free
+
+
+# -- the engine, in-process ----------------------------------------------------------------
+
+
+def require_engine(module):
+    """Fail the task, naming the interpreter, when the engine cannot be imported."""
+    if HAS_ENGINE:
+        return
+    module.fail_json(
+        msg=(
+            f"the blobshift engine is not installed for {sys.executable}: install it on "
+            f"this host with roles/blobshift_engine and run this module with "
+            f"ansible_python_interpreter=<blobshift_engine_venv>/bin/python"
+        ),
+        exception=ENGINE_IMPORT_ERROR,
+    )
+
+
+def check_settings_readable(module, path):
+    """The settings file must exist and be readable; the message never shows content."""
+    if not os.path.exists(path):
+        module.fail_json(
+            msg=f"settings file {path} does not exist on this host: deploy it with "
+            f"playbooks/update_config.yml or pass settings=<path of the app's localsettings.py>"
+        )
+    if not os.path.isfile(path):
+        module.fail_json(msg=f"settings file {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        module.fail_json(
+            msg=f"settings file {path} is not readable by uid {os.getuid()}: run the task "
+            f"as the app user (become_user) or fix the file's mode/owner"
+        )
+
+
+def load_engine_settings(module, path):
+    """The validated settings (both stores required), or fail naming the file and cause."""
+    check_settings_readable(module, path)
+    try:
+        return load_settings(path, require_old=True)
+    except SettingsError as exc:
+        module.fail_json(msg=f"settings file {path} is not usable: {exc}", rc=RC_USAGE)
+
+
+def capture_output():
+    """An engine Output that writes to memory: a module's stdout must stay pure JSON."""
+    return Output(stream=io.StringIO(), tty=False)
+
+
+def output_lines(out):
+    text = out.stream.getvalue() if isinstance(out.stream, io.StringIO) else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-MAX_OUTPUT_LINES:]
+
+
+def run_engine(module, what, coro, out, **extra):
+    """Run an engine coroutine; translate its errors into fail_json with the CLI's rc."""
+
+    def fail(rc, msg):
+        out.close()
+        module.fail_json(msg=f"{what}: {msg}", rc=rc, output=output_lines(out), **extra)
+
+    try:
+        return asyncio.run(coro)
+    except (SettingsError, ManifestError) as exc:
+        fail(RC_USAGE, f"bad input, nothing was changed: {exc}")
+    except LockedError as exc:
+        fail(RC_LOCKED, str(exc))
+    except RunFileError as exc:
+        fail(RC_USAGE, str(exc))
+    except StoreError as exc:
+        fail(RC_STORE, f"a store failed its preflight, nothing was copied: {exc}")
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(
+            RC_IO,
+            f"cannot write{where}: {exc.strerror}; progress is saved up to the last "
+            "checkpoint: free space or fix permissions, then re-run",
+        )
+    except KeyboardInterrupt:
+        fail(RC_STOPPED, "stopped by operator; progress is saved, re-run to resume")
+    finally:
+        with contextlib.suppress(Exception):
+            out.close()
+    return None  # not reached: fail_json exits
