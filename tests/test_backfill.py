@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import NEW_KEYS, OLD_KEYS
 from helpers import (
     BLOBSHIFT,
     contents,
@@ -58,6 +59,10 @@ def test_copies_odd_keys_zero_bytes_and_metadata(
     assert head["ContentDisposition"] == "attachment"
     assert head["ContentEncoding"] == "identity"
     assert log_records(tmp_path / "logs") == []
+    # No secret in the output or in any file of the log dir (status, checkpoint, summary).
+    texts = [proc.stdout, proc.stderr] + [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    for secret in (OLD_KEYS[1], NEW_KEYS[1]):
+        assert not any(secret in text for text in texts)
 
 
 def test_newer_blob_in_new_is_not_overwritten(

@@ -135,7 +135,7 @@ class Backfill:
         self.would_copy = 0
         self.stopping = asyncio.Event()
         self.limits = Limits(options.max_rps, options.bwlimit)
-        self.copy_retry = RetryPolicy(attempts=5)
+        self.copy_retry = RetryPolicy(attempts=10)
         self._chunks = _Chunks()
         self._log: MissingLog | None = None
         self._checkpoint: Checkpoint | None = None

@@ -353,11 +353,11 @@ class S3Client:
     async def preflight(self) -> None:
         """One cheap signed request: reachable, credentials accepted, bucket present.
 
-        Not retried beyond one more attempt: the operator is waiting for the answer."""
+        Retried briefly (well under a second): the operator is waiting for the answer."""
         query = [("max-keys", "1")] + ([] if self.store.list_version == 1 else [("list-type", "2")])
 
         async def op() -> None:
             resp = await self.request("GET", None, query=query, what="list")
             await resp.read()
 
-        await RetryPolicy(attempts=2).run(op)
+        await RetryPolicy(attempts=4).run(op)
