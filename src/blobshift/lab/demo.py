@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from blobshift.lab.audit import missing_or_different
 from blobshift.lab.seaweed import SeaweedServer
 from blobshift.lab.seed import SeedSpec, seed_store
 from blobshift.runfiles import utc_iso
@@ -92,31 +93,6 @@ async def app_activity(settings_path: Path, manifest: Path, current: Path) -> di
     kept = [r for r in rows if r["blob_key"] not in deleted]
     current.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     return {"written": written, "deleted": deleted}
-
-
-async def audit(settings_path: Path, expected: dict[str, str]) -> list[str]:
-    """Keys whose content in the new store is absent or differs from what was written."""
-    client = S3Client(load_settings(settings_path).new, max_connections=16)
-    sem = asyncio.Semaphore(16)
-    bad: list[str] = []
-
-    async def check(key: str, md5: str) -> None:
-        async with sem:
-            if await client.head(key) is None:
-                bad.append(key)
-                return
-            resp = await client.get(key)
-            digest = hashlib.md5()
-            async for chunk in resp.iter_chunks(1 << 20):
-                digest.update(chunk)
-            if digest.hexdigest() != md5:
-                bad.append(key)
-
-    try:
-        await asyncio.gather(*(check(k, v) for k, v in expected.items()))
-    finally:
-        client.close()
-    return sorted(bad)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         report["verify"] = {"exit": code, "clean": v["clean"], "seconds": round(secs, 1)}
 
         step("audit: every blob seeded or written by the app, and not deleted, in new")
-        bad = asyncio.run(audit(settings, expected))
+        bad = asyncio.run(missing_or_different(load_settings(settings).new, expected))
         report["audit"] = {"expected": len(expected), "missing_or_different": len(bad)}
         report["audit"]["keys"] = bad[:100]
     finally:
