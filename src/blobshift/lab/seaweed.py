@@ -122,9 +122,13 @@ class SeaweedServer:
             start_new_session=True,
         )
         log.close()
-        self.wait_ready(timeout)
-        for bucket in self.buckets:
-            self.create_bucket(bucket)
+        try:
+            self.wait_ready(timeout)
+            for bucket in self.buckets:
+                self.create_bucket(bucket)
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self):
         return boto3.client(
