@@ -152,8 +152,10 @@ def test_reset_cuts_get_bodies_only(proxy: FaultProxy, s3: Any, buckets: tuple[s
     s3.put_object(Bucket=bucket, Key="blob2", Body=io.BytesIO(payload))
     assert s3.head_object(Bucket=bucket, Key="blob")["ContentLength"] == len(payload)
     body = s3.get_object(Bucket=bucket, Key="blob")["Body"]  # headers arrive intact
-    with pytest.raises(CUT_ERRORS):
+    with pytest.raises(CUT_ERRORS) as caught:
         body.read()
+    half = len(payload) // 2
+    assert f"IncompleteRead({half} bytes read, {half} more expected)" in str(caught.value)
     assert counters_without_connections(proxy) == zeros(requests=4, forwarded=4, reset=1)
     proxy.reset = 0.0
     assert s3.get_object(Bucket=bucket, Key="blob")["Body"].read() == payload
@@ -190,6 +192,11 @@ def test_rates_are_validated() -> None:
     with pytest.raises(ValueError, match="reset"):
         proxy.reset = -0.1
     assert proxy.rates() == {"slowdown": 0.0, "reset": 0.0, "error": 0.0}
+
+
+def test_start_reports_a_busy_port() -> None:
+    with FaultProxy((PROXY_IP, 0), ("127.0.0.1", 9)) as first, pytest.raises(OSError):
+        FaultProxy((PROXY_IP, first.port), ("127.0.0.1", 9)).start()
 
 
 def test_unreachable_upstream_is_a_502() -> None:
