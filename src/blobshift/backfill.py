@@ -144,6 +144,8 @@ class Backfill:
         self._total: int | None = None
         self._state = "starting"
         self._fatal: BaseException | None = None
+        self._copy_retries = 0
+        self._clients: tuple[S3Client, ...] = ()
 
     # -- identity of what is enumerated: a checkpoint is only valid for the same one --
 
@@ -220,6 +222,7 @@ class Backfill:
         return result
 
     async def _copy_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
+        self._clients = (old, new)
         log_path = self.paths.new_log()
         self._log = MissingLog(log_path)
         self.out.tee_to(summary_path(log_path))
@@ -344,7 +347,7 @@ class Backfill:
             return
 
         def retried(_: BaseException) -> None:
-            self.counts.retries += 1
+            self._copy_retries += 1
 
         try:
             n = await self.copy_retry.run(
@@ -408,7 +411,12 @@ class Backfill:
             + rate_text(done, c.bytes, elapsed, self._total)
         )
 
+    def _count_retries(self) -> None:
+        """Retries of whole copies plus those of single requests inside both clients."""
+        self.counts.retries = self._copy_retries + sum(c.retries for c in self._clients)
+
     def _write_status(self, error: str | None = None) -> None:
+        self._count_retries()
         elapsed = time.monotonic() - self._started
         done = self.counts.copied + self.counts.skipped + self.counts.logged
         status: dict[str, Any] = {
@@ -433,6 +441,7 @@ class Backfill:
             write_json_atomic(self.paths.status, status, durable=False)
 
     def _finish(self, log_path: Path, complete: bool) -> BackfillResult:
+        self._count_retries()
         c = self.counts
         elapsed = time.monotonic() - self._started
         cp = self._checkpoint

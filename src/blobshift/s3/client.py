@@ -120,6 +120,7 @@ class S3Client:
     ) -> None:
         self.store = store
         self.retry = retry or RetryPolicy()
+        self.retries = 0  # requests retried by this client, for the run's counts
         url = urlsplit(store.url)
         tls = _tls_context(store.verify) if url.scheme == "https" else None
         port = url.port or (443 if tls else 80)
@@ -146,6 +147,9 @@ class S3Client:
 
     def __repr__(self) -> str:
         return f"S3Client({self.store.describe()})"
+
+    def _retried(self, _: BaseException) -> None:
+        self.retries += 1
 
     def close(self) -> None:
         self.pool.close()
@@ -219,7 +223,7 @@ class S3Client:
             h = resp.headers
             return ObjectInfo(key, int(h.get("content-length", 0)), h.get("etag", "").strip('"'))
 
-        return await self.retry.run(op)
+        return await self.retry.run(op, self._retried)
 
     async def get(self, key: str) -> Response:
         """Start a GET; the caller streams the body (no retry here: the copy retries)."""
@@ -231,14 +235,14 @@ class S3Client:
             await resp.read()
             return resp.headers.get("etag", "").strip('"')
 
-        return await self.retry.run(op)
+        return await self.retry.run(op, self._retried)
 
     async def create_multipart(self, key: str, headers: dict[str, str]) -> str:
         async def op() -> str:
             resp = await self.request("POST", key, query=[("uploads", "")], headers=headers)
             return _text(ET.fromstring(await resp.read()), "UploadId")
 
-        return await self.retry.run(op)
+        return await self.retry.run(op, self._retried)
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: bytes, md5_b64: str
@@ -250,7 +254,7 @@ class S3Client:
             await resp.read()
             return resp.headers.get("etag", "")
 
-        return await self.retry.run(op)
+        return await self.retry.run(op, self._retried)
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
         parts = "".join(
@@ -272,7 +276,7 @@ class S3Client:
             if b"<Error>" in data:
                 raise self._error(500, data, f"complete multipart {key}")
 
-        await self.retry.run(op)
+        await self.retry.run(op, self._retried)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -286,7 +290,7 @@ class S3Client:
             resp = await self.request("DELETE", key)
             await resp.read()
 
-        await self.retry.run(op)
+        await self.retry.run(op, self._retried)
 
     # -- listing -------------------------------------------------------------------
 
@@ -309,7 +313,7 @@ class S3Client:
             resp = await self.request("GET", None, query=query, what="list")
             return await resp.read()
 
-        root = ET.fromstring(await self.retry.run(op))
+        root = ET.fromstring(await self.retry.run(op, self._retried))
         entries: list[ObjectInfo] = []
         truncated = False
         for child in root:

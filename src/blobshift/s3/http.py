@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 MAX_HEAD = 64 * 1024
+SMALL_BODY = 64 * 1024
 
 
 class HTTPError(ConnectionError):
@@ -217,9 +218,12 @@ class Pool:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
             try:
-                conn.writer.write(raw_head)
-                if body:
-                    conn.writer.write(body)
+                if body and len(body) <= SMALL_BODY:
+                    conn.writer.write(raw_head + body)  # one syscall for a small request
+                else:
+                    conn.writer.write(raw_head)
+                    if body:
+                        conn.writer.write(body)
                 await conn.writer.drain()
                 async with asyncio.timeout(self.read_timeout):
                     status, reason, resp_headers = await _read_head(conn.reader)
