@@ -30,7 +30,25 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q
 
-test: lint pytest bench-smoke
+test: lint pytest bench-smoke test-ansible
+
+# The Ansible side (issue 3): yamllint + ansible-lint (production profile), the molecule
+# scenarios of the state table in order (state1 starts from a clean lab, state5 removes
+# it; a failure cleans up too), then the ansible-playbook tests of tests/ansible/.
+ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
+ANSIBLE_PATHS := playbooks/deploy_proxy.yml playbooks/update_config.yml playbooks/preflight.yml roles/nginx_proxy roles/localsettings roles/blobshift_state molecule environments inventories
+ANSIBLE_PY := tests/ansible molecule/shared/tests playbooks/vars_plugins roles/blobshift_state/filter_plugins
+MOLECULE_STATES := state1_steady state2_migrating_riakcs state3_migrating_s3 state4_flipping state5_done
+.PHONY: test-ansible
+test-ansible: deps
+	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(ANSIBLE_PATHS) .yamllint .ansible-lint
+	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS)
+	$(BIN)/ruff check $(ANSIBLE_PY)
+	$(BIN)/ruff format --check $(ANSIBLE_PY)
+	@for s in $(MOLECULE_STATES); do \
+		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule cleanup -s state5_done; exit 1; }; \
+	done
+	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
 
 # The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;
 # `make bench-smoke` is a few hundred blobs, one repetition, part of `make test`.

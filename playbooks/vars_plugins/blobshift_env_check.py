@@ -64,7 +64,7 @@ def _check(path: str, loader) -> None:
                 ) from None
     else:
         try:
-            yaml.load(data, Loader=_TolerantLoader)  # noqa: S506 - safe loader subclass
+            yaml.load(data, Loader=_TolerantLoader)
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)

@@ -120,8 +120,9 @@ class Env:
             _ENCRYPTED[plain] = vault.read_text()
         vault.write_text(_ENCRYPTED[plain])
 
-    def play(self, playbook: str, *args: str, password_file: Path | None = None,
-             env: dict | None = None) -> subprocess.CompletedProcess:
+    def play(
+        self, playbook: str, *args: str, password_file: Path | None = None, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         run_env = {
             **os.environ,
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
@@ -132,8 +133,13 @@ class Env:
         }
         run_env.pop("ANSIBLE_CONFIG", None)
         return subprocess.run(
-            [VENV_BIN / "ansible-playbook", "-i", str(self.inventory),
-             f"playbooks/{playbook}", *args],
+            [
+                VENV_BIN / "ansible-playbook",
+                "-i",
+                str(self.inventory),
+                f"playbooks/{playbook}",
+                *args,
+            ],
             cwd=REPO,
             env={k: v for k, v in run_env.items() if v is not None},
             capture_output=True,
@@ -146,8 +152,11 @@ class Env:
     def rendered(self) -> dict[str, str]:
         """Checksum of every file the playbooks render (sites, links, settings)."""
         out = {}
-        for base in (self.sites / "sites-available", self.sites / "sites-enabled",
-                     self.settings.parent):
+        for base in (
+            self.sites / "sites-available",
+            self.sites / "sites-enabled",
+            self.settings.parent,
+        ):
             if base.is_dir():
                 for p in sorted(base.iterdir()):
                     if p.name == "restarts.log":

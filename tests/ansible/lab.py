@@ -14,6 +14,7 @@ server (127.0.0.3) accepts the new store's keys. Keys are those of environments/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,9 +44,7 @@ class LabServer(SeaweedServer):
         path = self.data_dir / "identities.json"
         ident = json.loads(path.read_text())
         for access, secret in self.extra_keys:
-            ident["identities"][0]["credentials"].append(
-                {"accessKey": access, "secretKey": secret}
-            )
+            ident["identities"][0]["credentials"].append({"accessKey": access, "secretKey": secret})
         path.write_text(json.dumps(ident))
 
 
@@ -119,10 +118,8 @@ def _kill_group(pid: int, timeout: float = 20.0) -> None:
         if not _running(pid):
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop(root: Path) -> None:

@@ -55,8 +55,9 @@ def make_migrating(env):
 
 BAD = {
     "both flags": (
-        lambda env: env.public.update(localsettings={
-            "BLOB_DB_MIGRATING_FROM_S3_TO_S3": True, "TEMP_RIAKCS_PROXY": True}),
+        lambda env: env.public.update(
+            localsettings={"BLOB_DB_MIGRATING_FROM_S3_TO_S3": True, "TEMP_RIAKCS_PROXY": True}
+        ),
         "localsettings.BLOB_DB_MIGRATING_FROM_S3_TO_S3 and localsettings.TEMP_RIAKCS_PROXY "
         "are both true in environments/t/public.yml",
     ),
@@ -206,9 +207,7 @@ def test_secrets_never_in_output(lab_env):
     converge(lab_env)
     make_migrating(lab_env)
     lab_env.write()
-    results = [
-        ok(lab_env.play(pb, "-vvv", "--diff")) for pb in PLAYBOOKS
-    ]
+    results = [ok(lab_env.play(pb, "-vvv", "--diff")) for pb in PLAYBOOKS]
     text = "".join(r.stdout + r.stderr for r in results)
     assert "Render localsettings.py" in text
     for key in ("RIAKCS_S3_SECRET_KEY", "OLD_S3_BLOB_DB_SECRET_KEY"):
@@ -222,7 +221,9 @@ def test_settings_rejected_by_the_loader_leave_the_file_alone(lab_env):
     converge(lab_env)
     before = lab_env.rendered()
     lab_env.public["blobshift_new_store"] = {
-        **lab_env.public["blobshift_new_store"], "verify": "/nonexistent/ca-bundle.pem"}
+        **lab_env.public["blobshift_new_store"],
+        "verify": "/nonexistent/ca-bundle.pem",
+    }
     lab_env.write()
     result = lab_env.play("update_config.yml")
     assert result.returncode != 0
@@ -242,7 +243,8 @@ def test_example_environment_passes_syntax_check_and_preflight(playbook):
         **os.environ,
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
         "BLOBSHIFT_VAULT_PASSWORD_FILE": str(
-            REPO / "environments/example/EXAMPLE-ONLY-vault-password.txt"),
+            REPO / "environments/example/EXAMPLE-ONLY-vault-password.txt"
+        ),
     }
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "inventories/example"]
     for args in ([f"playbooks/{playbook}", "--syntax-check"], ["playbooks/preflight.yml"]):

@@ -34,7 +34,12 @@ SITES = ROOT / "nginx" / "sites-enabled"
 # state -> (node behind :18080, node behind :18081 or None, new store url, old store url)
 EXPECTED = {
     "steady": (OLD_NODE, None, f"http://127.0.0.1:{MAIN}", None),
-    "migrating_riakcs": (OLD_NODE, NEW_NODE, f"http://127.0.0.1:{TEMP}", f"http://127.0.0.1:{MAIN}"),
+    "migrating_riakcs": (
+        OLD_NODE,
+        NEW_NODE,
+        f"http://127.0.0.1:{TEMP}",
+        f"http://127.0.0.1:{MAIN}",
+    ),
     "migrating_external": (OLD_NODE, None, f"http://{NEW_NODE}", f"http://127.0.0.1:{MAIN}"),
     "flipping": (NEW_NODE, NEW_NODE, f"http://127.0.0.1:{MAIN}", None),
     "done": (NEW_NODE, None, f"http://127.0.0.1:{MAIN}", None),

@@ -39,9 +39,7 @@ def _flag(localsettings: Mapping, name: str, public: str, errors: list[str]) -> 
     if value is None:
         return False
     if not isinstance(value, bool):
-        errors.append(
-            f"localsettings.{name} in {public} must be true or false, got {value!r}"
-        )
+        errors.append(f"localsettings.{name} in {public} must be true or false, got {value!r}")
         return False
     return value
 
@@ -184,7 +182,9 @@ def blobshift_state(inputs: Mapping) -> dict:
     for key in needed:
         value = secrets.get(key)
         if value is None or value == "" or not isinstance(value, str):
-            errors.append(f"secrets.{key} is missing or empty in {vault}: add it (ansible-vault edit)")
+            errors.append(
+                f"secrets.{key} is missing or empty in {vault}: add it (ansible-vault edit)"
+            )
 
     proxy = inputs.get("proxy") or {}
     address = proxy.get("address") or "127.0.0.1"
