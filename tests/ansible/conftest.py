@@ -6,22 +6,14 @@ pytest run skips them so they do not run twice.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import lab
+import ansible_lab as lab
 import pytest
-import yaml
+from ansible_env import OLD_NODE, SECRETS, Env, base_public
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
-LAB_PASSWORD = REPO / "environments/local/LAB-ONLY-vault-password.txt"
-ENV = "t"
-MAIN_PORT, TEMP_PORT = 18180, 18181
 HERE = Path(__file__).resolve().parent
 
 
@@ -32,156 +24,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(skip)
-
-
-OLD_NODE = "lab-old-s3 ansible_host=127.0.0.2 s3_port=19600"
-NEW_NODE = "lab-new-s3 ansible_host=127.0.0.3 s3_port=19620"
-SECRETS = {
-    "RIAKCS_S3_ACCESS_KEY": lab.NEW_KEYS[0],
-    "RIAKCS_S3_SECRET_KEY": lab.NEW_KEYS[1],
-    "OLD_S3_BLOB_DB_ACCESS_KEY": lab.OLD_KEYS[0],
-    "OLD_S3_BLOB_DB_SECRET_KEY": lab.OLD_KEYS[1],
-}
-
-
-_ENCRYPTED: dict[str, str] = {}
-
-
-@dataclass
-class Env:
-    """An environment of its own (inventory + public.yml + vault.yml) under `root`."""
-
-    root: Path
-    lab_root: Path
-    public: dict = field(default_factory=dict)
-    riakcs: list[str] = field(default_factory=lambda: [OLD_NODE])
-    riakcs_new: list[str] = field(default_factory=list)
-    secrets: dict = field(default_factory=lambda: dict(SECRETS))
-    password_file: Path = LAB_PASSWORD
-
-    @property
-    def inventory(self) -> Path:
-        return self.root / "inventories" / ENV
-
-    @property
-    def env_dir(self) -> Path:
-        return self.root / "environments" / ENV
-
-    @property
-    def settings(self) -> Path:
-        return self.lab_root / "app" / "localsettings.py"
-
-    @property
-    def sites(self) -> Path:
-        return self.lab_root / "nginx"
-
-    def set_state(self, state: str) -> None:
-        flags = {"steady": (False, False), "migrating": (True, False), "flipping": (False, True)}
-        mig, temp = flags[state]
-        self.public["localsettings"] = {
-            "BLOB_DB_MIGRATING_FROM_S3_TO_S3": mig,
-            "TEMP_RIAKCS_PROXY": temp,
-        }
-
-    def write(self, *, public_text: str | None = None, encrypt: bool = True) -> None:
-        self.env_dir.mkdir(parents=True, exist_ok=True)
-        gv = self.inventory / "group_vars" / "all"
-        gv.mkdir(parents=True, exist_ok=True)
-        for name in ("public.yml", "vault.yml"):
-            link = gv / name
-            if not link.is_symlink():
-                link.symlink_to(f"../../../../environments/{ENV}/{name}")
-        (self.inventory / "hosts.ini").write_text(
-            "[proxy]\nlab-proxy ansible_host=127.0.0.1\n\n"
-            "[webworkers]\nlab-app ansible_host=127.0.0.1\n\n"
-            "[django_manage]\nlab-app\n\n"
-            "[riakcs]\n" + "\n".join(self.riakcs) + "\n\n"
-            "[riakcs_new]\n" + "\n".join(self.riakcs_new) + "\n\n"
-            "[all:vars]\nansible_connection=local\n"
-            "ansible_python_interpreter={{ ansible_playbook_python }}\n"
-        )
-        (self.env_dir / "public.yml").write_text(
-            public_text if public_text is not None else yaml.safe_dump(self.public)
-        )
-        vault = self.env_dir / "vault.yml"
-        plain = yaml.safe_dump({"secrets": self.secrets})
-        if not encrypt:
-            vault.write_text(plain)
-            return
-        if plain not in _ENCRYPTED:
-            vault.write_text(plain)
-            subprocess.run(
-                [VENV_BIN / "ansible-vault", "encrypt", str(vault)],
-                check=True,
-                cwd=REPO,
-                capture_output=True,
-                env={**os.environ, "BLOBSHIFT_VAULT_PASSWORD_FILE": str(LAB_PASSWORD)},
-            )
-            _ENCRYPTED[plain] = vault.read_text()
-        vault.write_text(_ENCRYPTED[plain])
-
-    def play(
-        self, playbook: str, *args: str, password_file: Path | None = None, env: dict | None = None
-    ) -> subprocess.CompletedProcess:
-        run_env = {
-            **os.environ,
-            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            "BLOBSHIFT_VAULT_PASSWORD_FILE": str(password_file or self.password_file),
-            **(env or {}),
-        }
-        run_env.pop("ANSIBLE_CONFIG", None)
-        return subprocess.run(
-            [
-                VENV_BIN / "ansible-playbook",
-                "-i",
-                str(self.inventory),
-                f"playbooks/{playbook}",
-                *args,
-            ],
-            cwd=REPO,
-            env={k: v for k, v in run_env.items() if v is not None},
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=180,
-            start_new_session=True,
-        )
-
-    def rendered(self) -> dict[str, str]:
-        """Checksum of every file the playbooks render (sites, links, settings)."""
-        out = {}
-        for base in (
-            self.sites / "sites-available",
-            self.sites / "sites-enabled",
-            self.settings.parent,
-        ):
-            if base.is_dir():
-                for p in sorted(base.iterdir()):
-                    if p.name == "restarts.log":
-                        continue
-                    data = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
-                    out[str(p)] = hashlib.sha256(data).hexdigest()
-        return out
-
-
-def base_public(lab_root: Path) -> dict:
-    public = yaml.safe_load((REPO / "environments/local/public.yml").read_text())
-    ngx = lab_root / "nginx"
-    public.update(
-        blobshift_env=ENV,
-        blobshift_proxy_port=MAIN_PORT,
-        blobshift_proxy_temp_port=TEMP_PORT,
-        nginx_proxy_conf_dir=str(ngx),
-        nginx_proxy_log_dir=str(ngx / "logs"),
-        nginx_proxy_pid_file=str(ngx / "nginx.pid"),
-        localsettings_path=str(lab_root / "app" / "localsettings.py"),
-        localsettings_app_restart_commands=[
-            f"echo reloaded >> {lab_root / 'app' / 'restarts.log'}"
-        ],
-    )
-    return public
 
 
 @pytest.fixture(scope="module")

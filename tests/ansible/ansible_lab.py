@@ -4,8 +4,8 @@ Used by the molecule scenarios (prepare/cleanup run it as a script) and by the p
 tests in this directory. Everything lives under one root directory, so a run never
 touches the system nginx or another engineer's servers:
 
-    python tests/ansible/lab.py start ROOT   # S3 servers (if not running) + nginx.conf
-    python tests/ansible/lab.py stop ROOT    # nginx and the S3 servers
+    python tests/ansible/ansible_lab.py start ROOT   # S3 servers (if not running) + nginx.conf
+    python tests/ansible/ansible_lab.py stop ROOT    # nginx and the S3 servers
 
 The "old" server (127.0.0.2) accepts the old store's keys and the new store's keys (in the
 steady state the app reaches the old cluster with the new store's keys); the "new"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from conftest import MAIN_PORT, NEW_NODE, OLD_NODE, REPO, SECRETS, TEMP_PORT, VENV_BIN
+from ansible_env import MAIN_PORT, NEW_NODE, OLD_NODE, REPO, SECRETS, TEMP_PORT, VENV_BIN
 
 PLAYBOOKS = ("deploy_proxy.yml", "update_config.yml")
 
