@@ -128,11 +128,30 @@ def test_slowdown_answers_every_request(
         # a HEAD answer has no body, so botocore only has the status to go on
         assert reply["Error"]["Code"] in (("503",) if call is calls[-1] else ("SlowDown",))
     assert counters_without_connections(proxy) == zeros(requests=6, slowdown=6)
+    # A PUT waiting for 100 Continue is answered and its connection closed (its body
+    # never came); after the other error answers the connection stays open.
+    assert proxy.counters()["connections"] == 3
     direct = new_server.client()
     assert [o["Key"] for o in direct.list_objects_v2(Bucket=bucket)["Contents"]] == ["there"]
     proxy.slowdown = 0.0  # changed at runtime: the same client works again
     s3.put_object(Bucket=bucket, Key="new", Body=b"abc")
     assert direct.get_object(Bucket=bucket, Key="new")["Body"].read() == b"abc"
+
+
+def test_fault_survives_a_body_sent_without_waiting_for_100_continue() -> None:
+    """A client may send the body anyway (botocore does after waiting 1 s): the proxy must
+    not close on unread input, or the kernel's RST can destroy the 503 before it is read."""
+    with FaultProxy((PROXY_IP, 0), ("127.0.0.1", 9), slowdown=1.0) as proxy:
+        body = b"x" * (8 * MiB)
+        with socket.create_connection((PROXY_IP, proxy.port), timeout=10) as sock:
+            head = "PUT /b/k HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+            sock.sendall(body)
+            received = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert received.startswith(b"HTTP/1.1 503 Slow Down\r\n")
+    assert b"Connection: close" in received
+    assert received.endswith(b"</Error>")
+    assert proxy.counters()["slowdown"] == 1
 
 
 def test_internal_error(proxy: FaultProxy, s3: Any, buckets: tuple[str, str]) -> None:
@@ -206,7 +225,8 @@ def test_unreachable_upstream_is_a_502() -> None:
     with FaultProxy((PROXY_IP, 0), dead) as proxy:
         conn = http.client.HTTPConnection(PROXY_IP, proxy.port, timeout=10)
         conn.request("GET", "/x")
-        assert conn.getresponse().status == 502
+        reply = conn.getresponse()
+        assert (reply.status, reply.getheader("Connection")) == (502, "close")
     assert proxy.counters()["upstream_errors"] == 1
 
 

@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape
 BUF = 64 * 1024
 HEAD_LIMIT = 64 * 1024  # longest request/status line + headers we accept
 IDLE_TIMEOUT = 300.0  # an idle client connection is closed after this many seconds
+LINGER = 5.0  # at most this long discarding input before closing a client connection
 # Hop-by-hop headers are not relayed. Expect is answered by the proxy itself (like nginx),
 # so the fault decision happens before the client sends a body. Transfer-Encoding is kept:
 # bodies are relayed with their framing unchanged.
@@ -90,6 +91,7 @@ class Head:
         return {t.strip().lower() for t in (self.get(name) or "").split(",") if t.strip()}
 
     def encode(self, extra: Iterable[tuple[str, str]] = ()) -> bytes:
+        """The head to relay: hop-by-hop headers dropped, then `extra` (ours) appended."""
         drop = HOP_BY_HOP | self.tokens("connection")
         kept = [(k, v) for k, v in self.headers if k.lower() not in drop]
         lines = [self.start, *(f"{k}: {v}" for k, v in [*kept, *extra]), "", ""]
@@ -435,6 +437,8 @@ class _Connection:
                 head = await asyncio.wait_for(read_head(self.reader), IDLE_TIMEOUT)
                 if head is None or not await self.handle(head):
                     break
+            self.close_upstream()
+            await self.linger()
         except (ProtocolError, SourceClosed, SinkClosed, ConnectionError, TimeoutError):
             pass  # the connection just ends, as a broken peer would see from a real server
         finally:
@@ -442,6 +446,22 @@ class _Connection:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+    async def linger(self) -> None:
+        """Half-close, then discard what the client still sends, for a while.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy
+        a response the client has not read yet: e.g. a client that gave up waiting for
+        100 Continue sends the body after our 503 (nginx's lingering_close does this too).
+        """
+        if self.reader.at_eof() or self.writer.is_closing():
+            return
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER):
+                while await self.reader.read(BUF):
+                    pass
 
     async def handle(self, head: Head) -> bool:
         """Answer one request; True if the client connection can carry another."""
@@ -475,10 +495,10 @@ class _Connection:
                 ("Content-Type", "application/xml"),
                 ("Content-Length", str(len(body))),
                 ("x-amz-request-id", f"faultproxy-{number}"),
-                ("Connection", "keep-alive" if keep else "close"),
             ],
         )
-        await _write(self.writer, head.encode() + (b"" if method == "HEAD" else body))
+        out = head.encode([("Connection", "keep-alive" if keep else "close")])
+        await _write(self.writer, out + (b"" if method == "HEAD" else body))
 
     async def forward(
         self, head: Head, method: str, request_body: Framing, keep: bool, cut: bool
@@ -567,14 +587,10 @@ class _Connection:
         body = b"upstream unreachable or closed the connection\n"
         head = Head(
             "HTTP/1.1 502 Bad Gateway",
-            [
-                ("Content-Type", "text/plain"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ],
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
         )
         with contextlib.suppress(SinkClosed):
-            await _write(self.writer, head.encode() + body)
+            await _write(self.writer, head.encode([("Connection", "close")]) + body)
 
 
 # --- command line --------------------------------------------------------------------------
