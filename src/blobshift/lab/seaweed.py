@@ -42,6 +42,8 @@ class SeaweedServer:
     access_key: str
     secret_key: str
     buckets: list[str] = field(default_factory=list)
+    # (certificate, key): also serve HTTPS on `https_port`, as an external store would.
+    tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +53,14 @@ class SeaweedServer:
     @property
     def url(self) -> str:
         return f"http://{self.ip}:{self.s3_port}"
+
+    @property
+    def https_port(self) -> int:
+        return self.base_port + 10
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.ip}:{self.https_port}"
 
     def ports(self) -> dict[str, int]:
         b = self.base_port
@@ -83,6 +93,10 @@ class SeaweedServer:
             f"-s3.config={identities}",
         ]
         args += [f"-{name}={port}" for name, port in self.ports().items()]
+        if self.tls is not None:
+            cert, key = self.tls
+            args += [f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
+            args.append(f"-s3.port.https={self.https_port}")
         return args
 
     def write_identities(self) -> None:
