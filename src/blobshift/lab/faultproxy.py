@@ -2,10 +2,11 @@
 
 It sits between an S3 client and one S3 server and, at configurable rates, answers a
 request itself with `503 SlowDown` or `500 InternalError` (without forwarding it), or
-cuts a GET response mid-body. Everything else is relayed byte for byte: request line,
-`Host` (so SigV4 signatures still verify), bodies with their own framing (Content-Length
-or chunked), streamed in both directions. Connections are kept alive on both sides: each
-client connection gets its own upstream connection, reused for its next requests.
+cuts a GET response mid-body. Everything else is relayed unchanged but for hop-by-hop
+headers: request line, `Host` (so SigV4 signatures still verify), bodies in their own
+framing (Content-Length or chunked), streamed in both directions. Connections are kept
+alive on both sides: each client connection gets its own upstream connection, reused for
+its next requests.
 
 Stdlib only. Use `FaultProxy(...).start()` from tests (own event loop in a daemon thread)
 or `python -m blobshift.lab.faultproxy --listen H:P --upstream H:P --slowdown 0.3`.
