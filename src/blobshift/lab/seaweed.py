@@ -42,6 +42,8 @@ class SeaweedServer:
     access_key: str
     secret_key: str
     buckets: list[str] = field(default_factory=list)
+    # More (access key, secret key) pairs accepted besides the main one.
+    extra_keys: list[tuple[str, str]] = field(default_factory=list)
     # (certificate, key): also serve HTTPS on `https_port`, as an external store would.
     tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -106,7 +108,10 @@ class SeaweedServer:
             "identities": [
                 {
                     "name": "admin",
-                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "credentials": [
+                        {"accessKey": ak, "secretKey": sk}
+                        for ak, sk in [(self.access_key, self.secret_key), *self.extra_keys]
+                    ],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
             ]
