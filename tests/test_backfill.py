@@ -279,3 +279,18 @@ def test_second_backfill_on_same_shard_refuses(settings_file, old_server, bucket
     finally:
         first.kill()
         first.wait()
+
+
+def test_reverse_copies_new_only_blobs_back_for_a_rollback(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
+    old_b, new_b = buckets
+    seed(old_server, old_b, {"old-1": b"o"})
+    written_during_migration = random_blobs(20, 64, prefix="app/")
+    seed(new_server, new_b, written_during_migration)
+    proc = run_cli(
+        "migrate-backend", "--settings", settings_file, "--log-dir", tmp_path, "--reverse", check=0
+    )
+    assert "copied 20" in proc.stdout and "S3_BLOB_DB_SETTINGS (http" in proc.stdout
+    assert contents(old_server, old_b) == md5s({"old-1": b"o", **written_during_migration})
+    assert (tmp_path / "migrate_backend-reverse-checkpoint.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -57,6 +58,8 @@ class BackfillOptions:
     bwlimit: int | None = None
     copy: CopyOptions = field(default_factory=CopyOptions)
     progress_interval: float = 10.0
+    # Rollback: copy what only the new store holds back to the old one.
+    reverse: bool = False
 
 
 @dataclass
@@ -127,10 +130,14 @@ class Backfill:
     ) -> None:
         if settings.old is None:
             raise ValueError("the backfill needs OLD_S3_BLOB_DB_SETTINGS")
+        if options.reverse:
+            settings = dataclasses.replace(settings, new=settings.old, old=settings.new)
         self.settings = settings
         self.opts = options
         self.out = out or Output()
-        self.paths = RunPaths.for_shard(options.log_dir, options.shard.index, options.shard.count)
+        self.paths = RunPaths.for_shard(
+            options.log_dir, options.shard.index, options.shard.count, reverse=options.reverse
+        )
         self.counts = Counts()
         self.would_copy = 0
         self.stopping = asyncio.Event()

@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="multipart part size (default 8M; at least 5M for S3)",
     )
     m.add_argument(
+        "--reverse",
+        action="store_true",
+        help="rollback: copy the blobs only the new store holds back to the old one",
+    )
+    m.add_argument(
         "--progress-interval",
         type=_positive_float,
         default=10.0,
@@ -261,6 +266,7 @@ async def _migrate(args: argparse.Namespace, out: Output) -> int:
         bwlimit=args.bwlimit,
         copy=CopyOptions(args.multipart_threshold, args.part_size),
         progress_interval=args.progress_interval,
+        reverse=args.reverse,
     )
     result = await Backfill(settings, options, out).run()
     return result.exit_code

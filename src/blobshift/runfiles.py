@@ -107,8 +107,10 @@ class RunPaths:
     slug: str
 
     @classmethod
-    def for_shard(cls, log_dir: Path, index: int, count: int) -> RunPaths:
-        slug = "migrate_backend" if count == 1 else f"migrate_backend-shard{index}of{count}"
+    def for_shard(cls, log_dir: Path, index: int, count: int, reverse: bool = False) -> RunPaths:
+        slug = "migrate_backend-reverse" if reverse else "migrate_backend"
+        if count > 1:
+            slug += f"-shard{index}of{count}"
         return cls(log_dir, slug)
 
     @property
