@@ -7,7 +7,7 @@ copied, skipped, logged and classified, the verify gate, the app's requests per 
 delete, byte for byte, in the new store alone. Human summary on the terminal, JSON
 report on disk, its path printed last.
 
-    python -m blobshift.lab.runbook [--blobs 20000] [--target riakcs|external] [--keep]
+    python -m blobshift.lab.runbook [--blobs 20000] [--target riakcs|external] [--drill] [--keep]
 """
 
 from __future__ import annotations
@@ -161,6 +161,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rb.phase("phase1")
     rb.play("phase 1: send new writes to the new store", "phase1_send_writes_to_new.yml", *external)
+    if args.drill:
+        # Rollback drill: undo phase 1 (the app's new blobs are copied back), then redo it.
+        rb.phase("rollback1")
+        rb.play("rollback: back to steady", "rollback_to_steady.yml")
+        rb.phase("phase1-again")
+        rb.play("phase 1 again", "phase1_send_writes_to_new.yml", *external)
     rb.phase("phase2")
     summary = out / "backfill-summary.json"
     rb.play(
@@ -193,6 +199,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         k: verify.get(k)
         for k in ("clean", "old_objects", "matched", "matched_by_content", "size_only", "problems")
     }
+    if args.drill and args.target == "riakcs":
+        rb.phase("rollback2")
+        rb.play("rollback: flipping back to migrating", "rollback_to_migrating.yml")
+        rb.phase("phase4-again")
+        rb.play(
+            "phase 4 again",
+            "phase4_flip.yml",
+            "-e",
+            f"blob_migration_verify_report={verify_report}",
+        )
     if args.target == "riakcs":
         rb.phase("phase5")
         rb.play("phase 5: clean up", "phase5_cleanup.yml")
@@ -287,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="app operations per second")
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
+    parser.add_argument(
+        "--drill", action="store_true", help="also roll back phase 1 and the flip, and redo them"
+    )
     args = parser.parse_args(argv)
     try:
         report = run(args)
