@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := nginx
 
-.PHONY: demo test lint pytest deps clean bench bench-smoke
+.PHONY: demo demo-engine test lint pytest deps clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,12 @@ bench: $(BENCH_STAMP)
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python bench/backfill_vs_rclone.py --smoke
 
+# The whole runbook on the local lab (playbooks/lab.yml and the five phase playbooks).
 demo: deps
+	$(BIN)/python -m blobshift.lab.runbook
+
+# The engine alone: two S3 servers, backfill, check-blob-logs, verify, audit.
+demo-engine: deps
 	$(BIN)/python -m blobshift.lab.demo
 
 clean:
