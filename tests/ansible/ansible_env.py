@@ -45,6 +45,7 @@ class Env:
     public: dict = field(default_factory=dict)
     riakcs: list[str] = field(default_factory=lambda: [OLD_NODE])
     riakcs_new: list[str] = field(default_factory=list)
+    webworkers: list[str] = field(default_factory=lambda: ["lab-app ansible_host=127.0.0.1"])
     secrets: dict = field(default_factory=lambda: dict(SECRETS))
     password_file: Path = LAB_PASSWORD
 
@@ -82,7 +83,7 @@ class Env:
                 link.symlink_to(f"../../../../environments/{ENV}/{name}")
         (self.inventory / "hosts.ini").write_text(
             "[proxy]\nlab-proxy ansible_host=127.0.0.1\n\n"
-            "[webworkers]\nlab-app ansible_host=127.0.0.1\n\n"
+            "[webworkers]\n" + "\n".join(self.webworkers) + "\n\n"
             "[django_manage]\nlab-app\n\n"
             "[riakcs]\n" + "\n".join(self.riakcs) + "\n\n"
             "[riakcs_new]\n" + "\n".join(self.riakcs_new) + "\n\n"

@@ -251,3 +251,26 @@ def test_example_environment_passes_syntax_check_and_preflight(playbook):
         result = subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert yaml.safe_load((REPO / "environments/example/public.yml").read_text())
+
+
+def test_update_config_restarts_app_hosts_batch_by_batch(lab_env):
+    """serial: each batch is rendered and restarted before the next one starts."""
+    app = lab_env.lab_root / "apps"
+    lab_env.webworkers = [f"web{i} ansible_host=127.0.0.1" for i in (1, 2, 3)]
+    lab_env.public.update(
+        blobshift_update_config_serial=1,
+        localsettings_path=f"{app}/{{{{ inventory_hostname }}}}/localsettings.py",
+        localsettings_app_restart_commands=[
+            f"ls {app}/*/localsettings.py | wc -l | sed 's/^/{{{{ inventory_hostname }}}} /'"
+            f" >> {app}/restarts.log"
+        ],
+    )
+    lab_env.write()
+    result = ok(lab_env.play("update_config.yml"))
+    # One batch per host (lab-app, the django_manage host, is a fourth batch).
+    assert result.stdout.count("PLAY [Update the app's blob store settings]") == 4
+    lines = (app / "restarts.log").read_text().split()
+    # Each host restarted when only the batches before it (and its own) had new settings.
+    counts = dict(zip(lines[0::2], map(int, lines[1::2]), strict=True))
+    assert sorted(counts.values()) == [1, 2, 3, 4]
+    assert ok(lab_env.play("update_config.yml")).stdout.count("changed=1") == 0
