@@ -123,7 +123,7 @@ clean:
   description: True when no blob is C(Not found) and none is left only in the old store.
   returned: success
   type: bool
-rc:
+exit_code:
   description: The exit code the CLI would have returned (0 clean, 1 blobs remain).
   returned: always
   type: int
@@ -196,7 +196,7 @@ def main():
     ret.update(
         left_in_old=left_in_old,
         clean=result.exit_code == 0,
-        rc=result.exit_code,
+        exit_code=result.exit_code,
         output=output_lines(out),
     )
     if module.check_mode and p["migrate"]:

@@ -177,7 +177,7 @@ elapsed:
   description: Seconds the run took.
   returned: success
   type: float
-rc:
+exit_code:
   description:
     - The exit code the CLI would have returned (0 done, 1 blobs logged, 2 bad input,
       3 store preflight failed, 4 locked, 5 log dir unwritable, 130 stopped).
@@ -298,12 +298,12 @@ def main():
         counts=counts,
         complete=result.complete,
         elapsed=round(result.elapsed, 2),
-        rc=result.exit_code,
+        exit_code=result.exit_code,
         output=output_lines(out),
         engine_version=ENGINE_VERSION,
     )
     if module.check_mode:
-        ret.update(would_copy=result.would_copy, complete=True, rc=RC_OK)
+        ret.update(would_copy=result.would_copy, complete=True, exit_code=RC_OK)
         module.exit_json(changed=result.would_copy > 0, **ret)
     ret.update(
         totals=result.totals,

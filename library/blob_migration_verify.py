@@ -154,7 +154,7 @@ summary:
   returned: always
   type: list
   elements: str
-rc:
+exit_code:
   description:
     - The exit code the CLI would have returned (0 clean, 1 problems, 2 bad input,
       3 store preflight failed).
@@ -206,7 +206,7 @@ def main():
         except (OSError, ValueError, KeyError) as exc:
             module.fail_json(
                 msg=f"accept_missing_file {path}: unreadable ({type(exc).__name__}: {exc})",
-                rc=RC_USAGE,
+                exit_code=RC_USAGE,
             )
     settings = load_engine_settings(module, p["settings"])
     out = capture_output()
@@ -230,7 +230,7 @@ def main():
         except OSError as exc:
             module.fail_json(
                 msg=f"verify report {p['report']} cannot be written: {exc.strerror}",
-                rc=RC_IO,
+                exit_code=RC_IO,
                 report=report.as_dict(),
             )
         report_path = p["report"]
@@ -241,7 +241,7 @@ def main():
         report=report.as_dict(),
         report_path=report_path,
         summary=summary,
-        rc=0 if report.clean else 1,
+        exit_code=0 if report.clean else 1,
     )
     changed = report_path is not None
     if not report.clean:

@@ -34,7 +34,8 @@ else:
     HAS_ENGINE = True
     ENGINE_IMPORT_ERROR = None
 
-# The engine's exit codes (blobshift --help), returned as `rc` for parity with the CLI.
+# The engine's exit codes (blobshift --help), returned as `exit_code` for parity with the CLI
+# (not as `rc`: Ansible fails any task whose result has a non-zero `rc`).
 RC_OK, RC_INCOMPLETE, RC_USAGE, RC_STORE, RC_LOCKED, RC_IO, RC_STOPPED = 0, 1, 2, 3, 4, 5, 130
 
 # Keep the engine's messages in results, but not without bound.
@@ -172,7 +173,7 @@ def load_engine_settings(module, path):
     try:
         return load_settings(path, require_old=True)
     except SettingsError as exc:
-        module.fail_json(msg=f"settings file {path} is not usable: {exc}", rc=RC_USAGE)
+        module.fail_json(msg=f"settings file {path} is not usable: {exc}", exit_code=RC_USAGE)
 
 
 def capture_output():
@@ -187,11 +188,11 @@ def output_lines(out):
 
 
 def run_engine(module, what, coro, out, **extra):
-    """Run an engine coroutine; translate its errors into fail_json with the CLI's rc."""
+    """Run an engine coroutine; translate its errors into fail_json with the CLI's exit code."""
 
     def fail(rc, msg):
         out.close()
-        module.fail_json(msg=f"{what}: {msg}", rc=rc, output=output_lines(out), **extra)
+        module.fail_json(msg=f"{what}: {msg}", exit_code=rc, output=output_lines(out), **extra)
 
     try:
         return asyncio.run(coro)

@@ -1,0 +1,286 @@
+"""The backfill playbooks, driven through real `ansible-playbook` runs.
+
+Two django_manage hosts on this machine (dm1 = shard 0/2, dm2 = shard 1/2, each with its
+own log dir), two real SeaweedFS servers, the engine installed by roles/blobshift_engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from helpers import contents, md5s, random_blobs, seed
+from modtest import NEW_KEYS, OLD_KEYS, show
+
+RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def recap(result) -> dict[str, dict[str, int]]:
+    return {
+        m[1]: {"ok": int(m[2]), "changed": int(m[3]), "failed": int(m[5])}
+        for m in RECAP.finditer(result.stdout)
+    }
+
+
+def no_secret(result) -> None:
+    for secret in (OLD_KEYS[1], NEW_KEYS[1]):
+        assert secret not in result.stdout and secret not in result.stderr
+
+
+def play_ok(inventory, playbook: str, *args: str):
+    result = inventory.play(playbook, *args)
+    assert result.returncode == 0, show(result)
+    no_secret(result)
+    return result
+
+
+def status_file(inventory, host: str, shard: str) -> Path:
+    i, n = shard.split("/")
+    return inventory.log_dir(host) / f"migrate_backend-shard{i}of{n}-status.json"
+
+
+def read_status(inventory, host: str, shard: str) -> dict:
+    try:
+        return json.loads(status_file(inventory, host, shard).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_engine_role_installs_once_then_changes_nothing(engine):
+    first, second = recap(engine["first"]), recap(engine["second"])
+    assert first["dm1"]["changed"] > 0  # built, copied and installed the wheel
+    assert first["dm2"]["changed"] == 0  # same virtualenv (same machine): already there
+    assert all(host["changed"] == 0 for host in second.values()), engine["second"].stdout
+    assert "skipping: [dm1]" in engine["second"].stdout  # no build, no copy, no pip
+    assert (engine["venv"] / "bin" / "blobshift").exists()
+
+
+def test_sharded_backfill_copies_every_blob_once(inventory, servers, buckets, tmp_path):
+    old, new = servers
+    blobs = random_blobs(240, 512)
+    seed(old, buckets[0], blobs)
+    summary_file = tmp_path / "summary.json"
+
+    result = play_ok(
+        inventory, "run_blob_migration.yml", "-e", f"blob_migration_summary_file={summary_file}"
+    )
+    summary = json.loads(summary_file.read_text())
+    shards = {s["host"]: s for s in summary["shards"]}
+    assert {h: s["shard"] for h, s in shards.items()} == {"dm1": "0/2", "dm2": "1/2"}
+    assert all(s["outcome"] == "finished" for s in shards.values()), summary
+    # Every blob copied, each by exactly one shard: the shards' counts add up to the total.
+    assert summary["totals"]["copied"] == 240 and summary["totals"]["listed"] == 240
+    assert summary["totals"]["skipped"] == 0 and summary["totals"]["logged"] == 0
+    assert all(0 < s["counts"]["copied"] < 240 for s in shards.values())
+    assert contents(new, buckets[1]) == md5s(blobs)
+    # Every log path is reported, each in its host's log dir, and kept.
+    for host, shard in shards.items():
+        assert len(shard["logs"]) == 1
+        assert shard["logs"][0].startswith(str(inventory.log_dir(host)))
+        assert Path(shard["logs"][0]).exists()
+        assert shard["logs"][0] in result.stdout
+    assert recap(result)["dm1"]["failed"] == 0
+
+    # A second run starts a new pass that finds everything present and copies nothing.
+    play_ok(
+        inventory, "run_blob_migration.yml", "-e", f"blob_migration_summary_file={summary_file}"
+    )
+    again = json.loads(summary_file.read_text())
+    assert again["totals"]["copied"] == 0 and again["totals"]["skipped"] == 240
+    assert all(not s["attached"] for s in again["shards"])
+
+
+def test_check_mode_copies_nothing(inventory, servers, buckets, tmp_path):
+    old, new = servers
+    seed(old, buckets[0], random_blobs(60, 256))
+    summary_file = tmp_path / "summary.json"
+
+    play_ok(
+        inventory,
+        "run_blob_migration.yml",
+        "--check",
+        "-e",
+        f"blob_migration_summary_file={summary_file}",
+    )
+    summary = json.loads(summary_file.read_text())
+    assert all(s["outcome"] == "dry run" for s in summary["shards"]), summary
+    assert summary["totals"]["would_copy"] == 60
+    assert contents(new, buckets[1]) == {}
+    for host in ("dm1", "dm2"):
+        assert not list(inventory.log_dir(host).glob("*checkpoint.json"))
+        assert not list(inventory.log_dir(host).glob("*-blob-migration-*.txt"))
+        assert not list(inventory.log_dir(host).glob("*-ansible-job.json"))
+
+
+def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, buckets, tmp_path):
+    old, new = servers
+    blobs = random_blobs(300, 256)
+    seed(old, buckets[0], blobs)
+    # Slow enough to be caught running: dm1 ~19 s, dm2 ~60 s (of ~150 blobs each).
+    inventory.extra = {"blob_migration_max_rps": 8, "blob_migration_chunk_size": 10}
+    inventory.write()
+    (inventory.path / "host_vars" / "dm2.yml").write_text(
+        f"blob_migration_log_dir: {inventory.log_dir('dm2')}\nblob_migration_max_rps: 2.5\n"
+    )
+    summary_file = tmp_path / "summary.json"
+    status_json = tmp_path / "status.json"
+
+    started = play_ok(
+        inventory,
+        "run_blob_migration.yml",
+        "-e",
+        "blob_migration_wait=false",
+        "-e",
+        f"blob_migration_summary_file={summary_file}",
+    )
+    detached = json.loads(summary_file.read_text())
+    assert all(s["outcome"].endswith("(detached)") for s in detached["shards"]), started.stdout
+
+    def dm1_progress():
+        status = read_status(inventory, "dm1", "0/2")
+        return (
+            status
+            if status.get("state") == "running" and status["counts"]["copied"] >= 20
+            else None
+        )
+
+    wait_for(dm1_progress, 30, "dm1 to copy 20 blobs")
+    # Kill shard 0's backfill outright (no chance to save anything more).
+    pid = read_status(inventory, "dm1", "0/2")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the killed backfill to go")
+    checkpoint = json.loads(
+        (inventory.log_dir("dm1") / "migrate_backend-shard0of2-checkpoint.json").read_text()
+    )
+    assert checkpoint["position"] and not checkpoint["complete"]
+
+    # The status playbook: shard 1 running; shard 0's status file still says running, but
+    # no process holds its lock: "dead".
+    play_ok(
+        inventory, "blob_migration_status.yml", "-e", f"blob_migration_status_file={status_json}"
+    )
+    status = json.loads(status_json.read_text())
+    assert status["states"] == ["dead", "running"], status
+    assert status["shards"][1]["counts"]["copied"] > 0
+
+    # The re-run resumes shard 0 from its checkpoint and re-attaches to shard 1's job.
+    dm2_job = json.loads(
+        (inventory.log_dir("dm2") / "migrate_backend-shard1of2-ansible-job.json").read_text()
+    )
+    rerun = play_ok(
+        inventory, "run_blob_migration.yml", "-e", f"blob_migration_summary_file={summary_file}"
+    )
+    summary = json.loads(summary_file.read_text())
+    shards = {s["host"]: s for s in summary["shards"]}
+    assert shards["dm1"]["outcome"] == "finished" and not shards["dm1"]["attached"]
+    assert shards["dm2"]["outcome"] == "finished" and shards["dm2"]["attached"], rerun.stdout
+    assert shards["dm2"]["job"] == dm2_job["jid"]
+    assert "re-attaching to backfill job" in rerun.stdout
+    # Shard 0: two runs (two logs), the second started after the checkpoint's position.
+    assert len(shards["dm1"]["logs"]) == 2
+    assert 0 < shards["dm1"]["counts"]["listed"] < 150
+    # Shard 1: one run only (no second backfill was started).
+    assert len(shards["dm2"]["logs"]) == 1
+    assert contents(new, buckets[1]) == md5s(blobs)
+
+    play_ok(
+        inventory, "blob_migration_status.yml", "-e", f"blob_migration_status_file={status_json}"
+    )
+    assert json.loads(status_json.read_text())["states"] == ["finished", "finished"]
+
+
+def test_check_logs_migrate_and_verify_gate(inventory, servers, buckets, tmp_path):
+    old, new = servers
+    blobs = random_blobs(80, 256)
+    seed(old, buckets[0], blobs)
+    play_ok(inventory, "run_blob_migration.yml")
+
+    verified = play_ok(inventory, "verify_blob_migration.yml")
+    reports = list(inventory.log_dir("dm1").glob("verify-report-*.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["clean"] is True
+    assert f"report: {reports[0]}" in verified.stdout
+
+    # Three blobs the backfill "could not copy": gone from new, logged in shard 0's last log.
+    lost = sorted(blobs)[:3]
+    client = new.client()
+    for key in lost:
+        client.delete_object(Bucket=buckets[1], Key=key)
+    log = json.loads(
+        (inventory.log_dir("dm1") / "migrate_backend-shard0of2-checkpoint.json").read_text()
+    )["logs"][-1]
+    with open(log, "a") as fh:
+        for key in lost:
+            fh.write(json.dumps({"blob_key": key, "error": "too many retries"}) + "\n")
+        fh.write(
+            json.dumps({"blob_key": "ghost/never-existed", "error": "not found in old db"}) + "\n"
+        )
+
+    failed = inventory.play("verify_blob_migration.yml")
+    assert failed.returncode != 0, show(failed)
+    assert "the new store is NOT complete, do not flip" in failed.stdout
+    assert "3 missing" in failed.stdout
+    report = sorted(inventory.log_dir("dm1").glob("verify-report-*.json"))[-1]
+    assert f"report: {report}" in failed.stdout
+    assert sorted(json.loads(report.read_text())["missing"]) == lost
+
+    accepted = play_ok(
+        inventory,
+        "verify_blob_migration.yml",
+        "-e",
+        json.dumps({"blob_migration_accept_missing": lost}),
+    )
+    assert "except 3 accepted as lost" in accepted.stdout
+
+    result_file = tmp_path / "check.json"
+    play_ok(inventory, "check_blob_logs.yml", "-e", f"blob_log_check_summary_file={result_file}")
+    checked = json.loads(result_file.read_text())
+    assert checked["totals"]["Found in old db"] == 3
+    assert checked["totals"]["Not found"] == 1
+    assert checked["not_found_keys"] == ["ghost/never-existed"]
+    assert checked["migrated"] == 0 and checked["left_in_old"] == 3
+    assert set(contents(new, buckets[1])) == set(blobs) - set(lost)
+
+    play_ok(
+        inventory,
+        "check_blob_logs.yml",
+        "-e",
+        "migrate=true",
+        "-e",
+        f"blob_log_check_summary_file={result_file}",
+    )
+    assert json.loads(result_file.read_text())["migrated"] == 3
+
+    play_ok(inventory, "check_blob_logs.yml", "-e", f"blob_log_check_summary_file={result_file}")
+    after = json.loads(result_file.read_text())
+    assert after["totals"]["Found in old db"] == 0
+    assert after["totals"]["Found in new db"] == 3
+    assert contents(new, buckets[1]) == md5s(blobs)
+    play_ok(inventory, "verify_blob_migration.yml")
+
+
+def test_backfill_refuses_outside_the_migrating_state(inventory, servers, buckets):
+    inventory.extra = {
+        "localsettings": {"BLOB_DB_MIGRATING_FROM_S3_TO_S3": False, "TEMP_RIAKCS_PROXY": False}
+    }
+    inventory.write()
+    result = inventory.play("run_blob_migration.yml")
+    assert result.returncode != 0
+    assert "exist only while" in result.stdout and "migrating" in result.stdout
+    assert "Nothing was changed" in result.stdout
+    assert "Start the backfill" not in result.stdout
+    for host in ("dm1", "dm2"):
+        assert not inventory.log_dir(host).exists()
