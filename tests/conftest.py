@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blobshift.lab.seaweed import SeaweedServer
+from blobshift.lab.seaweed import SeaweedServer, settings_text
 
 OLD_IP, NEW_IP = "127.0.0.2", "127.0.0.3"
 # Ports distinct from the lab's, so a running `make demo` does not collide with tests.
@@ -52,32 +52,11 @@ def new_server(servers: tuple[SeaweedServer, SeaweedServer]) -> SeaweedServer:
 
 def store_dict(server: SeaweedServer, bucket: str, *, sigv2: bool) -> dict:
     """A settings dict as the app's localsettings.py holds it."""
-    return {
-        "url": server.url,
-        "access_key": server.access_key,
-        "secret_key": server.secret_key,
-        "s3_bucket": bucket,
-        "bulk_delete_chunksize": 200,
-        "list_version": 1 if sigv2 else 2,
-        "config": {
-            "signature_version": "s3" if sigv2 else "s3v4",
-            "s3": {"addressing_style": "path"},
-            "connect_timeout": 3,
-            "read_timeout": 20,
-            "max_pool_connections": 32,
-        },
-    }
+    return server.settings_dict(bucket, riak=sigv2, chunk=200)
 
 
 def write_settings(path: Path, new: dict, old: dict | None, migrating: bool = True) -> Path:
-    lines = [
-        "# localsettings.py written by the test suite",
-        f"S3_BLOB_DB_SETTINGS = {new!r}",
-        f"BLOB_DB_MIGRATING_FROM_S3_TO_S3 = {migrating!r}",
-    ]
-    if old is not None:
-        lines.append(f"OLD_S3_BLOB_DB_SETTINGS = {old!r}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(settings_text(new, old, migrating))
     path.chmod(0o640)
     return path
 

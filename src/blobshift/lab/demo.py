@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from blobshift.lab.audit import missing_or_different
-from blobshift.lab.seaweed import SeaweedServer
+from blobshift.lab.seaweed import SeaweedServer, settings_text
 from blobshift.lab.seed import SeedSpec, seed_store
 from blobshift.runfiles import utc_iso
 from blobshift.s3.client import S3Client
@@ -31,32 +31,6 @@ OLD_IP, NEW_IP = "127.0.0.2", "127.0.0.3"
 # Lab-only credentials: these servers live on loopback for the length of the demo.
 OLD_CREDS = ("LABOLDACCESS", "lab-old-secret-not-for-production")
 NEW_CREDS = ("LABNEWACCESS", "lab-new-secret-not-for-production")
-
-
-def settings_text(old: SeaweedServer, new: SeaweedServer) -> str:
-    def store(server: SeaweedServer, bucket: str, riak: bool) -> dict:
-        return {
-            "url": server.url,
-            "access_key": server.access_key,
-            "secret_key": server.secret_key,
-            "s3_bucket": bucket,
-            "bulk_delete_chunksize": 500,
-            "list_version": 1 if riak else 2,
-            "config": {
-                "signature_version": "s3" if riak else "s3v4",
-                "s3": {"addressing_style": "path"},
-                "connect_timeout": 5,
-                "read_timeout": 60,
-                "max_pool_connections": 32,
-            },
-        }
-
-    return (
-        "# localsettings.py of the demo app (lab only)\n"
-        "BLOB_DB_MIGRATING_FROM_S3_TO_S3 = True\n"
-        f"S3_BLOB_DB_SETTINGS = {store(new, 'blobdb', riak=False)!r}\n"
-        f"OLD_S3_BLOB_DB_SETTINGS = {store(old, 'blobdb', riak=True)!r}\n"
-    )
 
 
 def step(title: str) -> None:
@@ -115,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         old.start()
         new.start()
         settings = out / "localsettings.py"
-        settings.write_text(settings_text(old, new))
+        settings.write_text(
+            settings_text(
+                new.settings_dict("blobdb", riak=False),
+                old.settings_dict("blobdb", riak=True),
+                True,
+            )
+        )
         settings.chmod(0o640)
 
         step(f"seeding {args.blobs} blobs of mixed sizes into the old store")

@@ -16,9 +16,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
+
+
+def settings_text(new: dict[str, Any], old: dict[str, Any] | None, migrating: bool) -> str:
+    """A localsettings.py for the lab and the tests (the Ansible role renders the real one)."""
+    lines = [
+        "# localsettings.py of the blobshift lab",
+        f"S3_BLOB_DB_SETTINGS = {new!r}",
+        f"BLOB_DB_MIGRATING_FROM_S3_TO_S3 = {migrating!r}",
+    ]
+    if old is not None:
+        lines.append(f"OLD_S3_BLOB_DB_SETTINGS = {old!r}")
+    return "\n".join(lines) + "\n"
 
 
 def weed_binary() -> str:
@@ -63,6 +76,25 @@ class SeaweedServer:
     @property
     def https_url(self) -> str:
         return f"https://{self.ip}:{self.https_port}"
+
+    def settings_dict(self, bucket: str, *, riak: bool, chunk: int = 500) -> dict[str, Any]:
+        """This store as the app's localsettings.py describes one; `riak`: used the way a
+        Riak CS store is (SigV2 requests, ListObjects V1)."""
+        return {
+            "url": self.url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "s3_bucket": bucket,
+            "bulk_delete_chunksize": chunk,
+            "list_version": 1 if riak else 2,
+            "config": {
+                "signature_version": "s3" if riak else "s3v4",
+                "s3": {"addressing_style": "path"},
+                "connect_timeout": 5,
+                "read_timeout": 60,
+                "max_pool_connections": 32,
+            },
+        }
 
     def ports(self) -> dict[str, int]:
         b = self.base_port
