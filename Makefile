@@ -30,7 +30,7 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q
 
-test: lint pytest bench-smoke test-ansible
+test: lint pytest bench-smoke test-ansible test-modules
 
 # The Ansible side (issue 3): yamllint + ansible-lint (production profile), the molecule
 # scenarios of the state table in order (state1 starts from a clean lab, state5 removes
@@ -49,6 +49,21 @@ test-ansible: deps
 		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule cleanup -s state5_done; exit 1; }; \
 	done
 	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
+
+# The custom modules and the backfill playbooks (issue 4): ruff, yamllint + ansible-lint
+# (production) of their YAML, ansible-doc of every module, then tests/modules/ (module unit
+# tests and ansible-playbook runs on two SeaweedFS, 127.0.0.2:19700 and 127.0.0.3:19720).
+MODULES_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
+MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info
+MODULES_YAML := playbooks/run_blob_migration.yml playbooks/blob_migration_status.yml playbooks/check_blob_logs.yml playbooks/verify_blob_migration.yml roles/blobshift_engine
+.PHONY: test-modules
+test-modules: deps
+	$(BIN)/ruff check library module_utils tests/modules
+	$(BIN)/ruff format --check library module_utils tests/modules
+	$(MODULES_ENV) $(BIN)/yamllint -s $(MODULES_YAML) tests/modules/install_engine.yml
+	$(MODULES_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(MODULES_YAML)
+	@for m in $(MODULES); do $(MODULES_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
+	$(MODULES_ENV) BLOBSHIFT_MODULE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/modules
 
 # The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;
 # `make bench-smoke` is a few hundred blobs, one repetition, part of `make test`.

@@ -126,37 +126,37 @@ def test_check_mode_copies_nothing(inventory, servers, buckets, tmp_path):
         assert not list(inventory.log_dir(host).glob("*-ansible-job.json"))
 
 
+def summary_file_of(summary: Path) -> dict[str, dict]:
+    return {s["host"]: s for s in json.loads(summary.read_text())["shards"]}
+
+
+def resumed_from_checkpoint(log: str) -> bool:
+    """The engine's summary (tee) of a run says where it started."""
+    text = Path(log).with_name(Path(log).stem + "-summary.txt").read_text()
+    return "from key after" in text
+
+
 def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, buckets, tmp_path):
     old, new = servers
     blobs = random_blobs(300, 256)
     seed(old, buckets[0], blobs)
-    # Slow enough to be caught running: dm1 ~19 s, dm2 ~60 s (of ~150 blobs each).
+    # Slow enough to be caught running: dm1 ~19 s, dm2 ~75 s (of ~150 blobs each).
     inventory.extra = {"blob_migration_max_rps": 8, "blob_migration_chunk_size": 10}
     inventory.write()
     (inventory.path / "host_vars" / "dm2.yml").write_text(
-        f"blob_migration_log_dir: {inventory.log_dir('dm2')}\nblob_migration_max_rps: 2.5\n"
+        f"blob_migration_log_dir: {inventory.log_dir('dm2')}\nblob_migration_max_rps: 2\n"
     )
-    summary_file = tmp_path / "summary.json"
+    summary = tmp_path / "summary.json"
     status_json = tmp_path / "status.json"
+    detach = ("-e", "blob_migration_wait=false", "-e", f"blob_migration_summary_file={summary}")
 
-    started = play_ok(
-        inventory,
-        "run_blob_migration.yml",
-        "-e",
-        "blob_migration_wait=false",
-        "-e",
-        f"blob_migration_summary_file={summary_file}",
-    )
-    detached = json.loads(summary_file.read_text())
-    assert all(s["outcome"].endswith("(detached)") for s in detached["shards"]), started.stdout
+    started = play_ok(inventory, "run_blob_migration.yml", *detach)
+    first = summary_file_of(summary)
+    assert all(s["outcome"] == "running (detached)" for s in first.values()), started.stdout
 
     def dm1_progress():
         status = read_status(inventory, "dm1", "0/2")
-        return (
-            status
-            if status.get("state") == "running" and status["counts"]["copied"] >= 20
-            else None
-        )
+        return status.get("state") == "running" and status["counts"]["copied"] >= 20
 
     wait_for(dm1_progress, 30, "dm1 to copy 20 blobs")
     # Kill shard 0's backfill outright (no chance to save anything more).
@@ -177,24 +177,36 @@ def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, 
     assert status["states"] == ["dead", "running"], status
     assert status["shards"][1]["counts"]["copied"] > 0
 
-    # The re-run resumes shard 0 from its checkpoint and re-attaches to shard 1's job.
-    dm2_job = json.loads(
-        (inventory.log_dir("dm2") / "migrate_backend-shard1of2-ansible-job.json").read_text()
+    # A second run: shard 0 starts again and resumes from its checkpoint; shard 1's job is
+    # still running, so the playbook re-attaches to it instead of starting another.
+    rerun = play_ok(inventory, "run_blob_migration.yml", *detach)
+    second = summary_file_of(summary)
+    assert not second["dm1"]["attached"] and second["dm1"]["job"] != first["dm1"]["job"]
+    assert second["dm2"]["attached"] and second["dm2"]["job"] == first["dm2"]["job"]
+    assert "re-attaching to backfill job " + first["dm2"]["job"] in rerun.stdout
+    assert len(second["dm2"]["logs"]) == 1  # no second backfill of shard 1
+    assert len(second["dm1"]["logs"]) == 2
+    assert resumed_from_checkpoint(second["dm1"]["logs"][1])
+
+    # Stop shard 1 gracefully (SIGTERM): it saves its progress and says "stopped".
+    dm2_pid = read_status(inventory, "dm2", "1/2")["pid"]
+    os.kill(dm2_pid, signal.SIGTERM)
+    wait_for(
+        lambda: read_status(inventory, "dm2", "1/2").get("state") == "stopped", 20, "dm2 to stop"
     )
-    rerun = play_ok(
-        inventory, "run_blob_migration.yml", "-e", f"blob_migration_summary_file={summary_file}"
+
+    # A third run, without the rate limit, waits for both shards to finish.
+    play_ok(
+        inventory,
+        "run_blob_migration.yml",
+        "-e",
+        f"blob_migration_summary_file={summary}",
+        "-e",
+        "blob_migration_max_rps=10000",
     )
-    summary = json.loads(summary_file.read_text())
-    shards = {s["host"]: s for s in summary["shards"]}
-    assert shards["dm1"]["outcome"] == "finished" and not shards["dm1"]["attached"]
-    assert shards["dm2"]["outcome"] == "finished" and shards["dm2"]["attached"], rerun.stdout
-    assert shards["dm2"]["job"] == dm2_job["jid"]
-    assert "re-attaching to backfill job" in rerun.stdout
-    # Shard 0: two runs (two logs), the second started after the checkpoint's position.
-    assert len(shards["dm1"]["logs"]) == 2
-    assert 0 < shards["dm1"]["counts"]["listed"] < 150
-    # Shard 1: one run only (no second backfill was started).
-    assert len(shards["dm2"]["logs"]) == 1
+    third = summary_file_of(summary)
+    assert third["dm1"]["outcome"] == third["dm2"]["outcome"] == "finished", third
+    assert len(third["dm2"]["logs"]) == 2 and resumed_from_checkpoint(third["dm2"]["logs"][1])
     assert contents(new, buckets[1]) == md5s(blobs)
 
     play_ok(
