@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import NEW_KEYS, OLD_KEYS
@@ -16,8 +15,10 @@ from helpers import (
     log_records,
     md5s,
     random_blobs,
+    read_json,
     run_cli,
     seed,
+    wait_until,
     write_manifest,
 )
 
@@ -199,14 +200,10 @@ def test_kill_9_then_resume_copies_every_blob_once(
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = log_dir / "migrate_backend-checkpoint.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until a few chunks are checkpointed
-        if (
-            checkpoint.exists()
-            and json.loads(checkpoint.read_text())["totals"].get("copied", 0) >= 500
-        ):
-            break
-        time.sleep(0.05)
+    wait_until(
+        lambda: (read_json(checkpoint) or {"totals": {}})["totals"].get("copied", 0) >= 500,
+        "500 blobs checkpointed",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = json.loads(checkpoint.read_text())
@@ -241,11 +238,10 @@ def test_sigterm_saves_progress_and_exits_130(
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = tmp_path / "migrate_backend-status.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if status.exists() and json.loads(status.read_text())["counts"]["copied"] > 100:
-            break
-        time.sleep(0.05)
+    wait_until(
+        lambda: (read_json(status) or {"counts": {"copied": 0}})["counts"]["copied"] > 100,
+        "100 blobs copied",
+    )
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -270,10 +266,7 @@ def test_second_backfill_on_same_shard_refuses(settings_file, old_server, bucket
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = tmp_path / "migrate_backend-status.json"
     try:
-        deadline = time.monotonic() + 30
-        while not (status.exists() and json.loads(status.read_text())["state"] == "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: (read_json(status) or {}).get("state") == "running", "the first run")
         second = run_cli(*cmd[3:], check=4)
         assert f"pid {first.pid}" in second.stderr
     finally:

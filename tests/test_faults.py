@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
 
 import pytest
 from conftest import store_dict, write_settings
-from helpers import BLOBSHIFT, contents, log_records, md5s, random_blobs, run_cli, seed
+from helpers import (
+    BLOBSHIFT,
+    contents,
+    log_records,
+    md5s,
+    random_blobs,
+    read_json,
+    run_cli,
+    seed,
+    wait_until,
+)
 
 from blobshift.lab.faultproxy import FaultProxy
 
@@ -84,10 +93,14 @@ def test_backfill_survives_a_server_restart(
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = tmp_path / "migrate_backend-status.json"
-    deadline = time.monotonic() + 60
-    while not (status.exists() and json.loads(status.read_text())["counts"]["copied"] >= 200):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    wait_until(
+        lambda: (
+            proc.poll() is not None
+            or (read_json(status) or {"counts": {"copied": 0}})["counts"]["copied"] >= 200
+        ),
+        "200 blobs copied",
+    )
+    assert proc.poll() is None
     victim.stop(signal.SIGKILL)
     down_at = time.monotonic()
     while time.monotonic() - down_at < 3:  # stay down for a few seconds, as a crash would
