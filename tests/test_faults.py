@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import store_dict, write_settings
@@ -102,9 +101,8 @@ def test_backfill_survives_a_server_restart(
     )
     assert proc.poll() is None
     victim.stop(signal.SIGKILL)
-    down_at = time.monotonic()
-    while time.monotonic() - down_at < 3:  # stay down for a few seconds, as a crash would
-        time.sleep(0.1)
+    # Stay down until the backfill has seen the outage (its status shows retries).
+    wait_until(lambda: read_json(status)["counts"]["retries"] >= 3, "retries during the outage")
     victim.start()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, (out, err)
