@@ -16,6 +16,8 @@ from blobshift.copy import CopyOptions
 from blobshift.progress import Output
 from blobshift.ratelimit import parse_size
 from blobshift.runfiles import LockedError, RunFileError
+from blobshift.s3.client import S3Error
+from blobshift.s3.http import HTTPError
 from blobshift.settings import SettingsError, load_settings
 from blobshift.sources import ManifestError, Shard
 from blobshift.stores import StoreError
@@ -327,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StoreError as exc:
         print(f"blobshift: error: {exc}; nothing was copied", file=err)
+        return EXIT_STORE
+    except (S3Error, HTTPError) as exc:  # a store failed for good in the middle of a run
+        print(f"blobshift: error: {exc}; progress is saved: re-run to resume", file=err)
         return EXIT_STORE
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
