@@ -296,3 +296,34 @@ def test_backfill_refuses_outside_the_migrating_state(inventory, servers, bucket
     assert "Start the backfill" not in result.stdout
     for host in ("dm1", "dm2"):
         assert not inventory.log_dir(host).exists()
+
+
+def test_tags_reach_every_task_they_name(inventory):
+    """--tags backfill keeps the preflight and the engine's interpreter fact, and every
+    task of the backfill plays; --tags blobshift_engine keeps every task of the role."""
+    listed = inventory.play("run_blob_migration.yml", "--list-tasks", "--tags", "backfill")
+    assert listed.returncode == 0, show(listed)
+    out = listed.stdout
+    for name in (
+        "Refuse to backfill outside the migrating state",
+        "Refuse a log dir that cannot hold the logs",
+        "blobshift_engine : Point the engine modules at the virtualenv's Python",
+        "Start the backfill, detached from this session",
+        "Wait for the backfill to end",
+        "Report every shard",
+        "Fail the shards that did not finish",
+    ):
+        assert name in out, out
+    assert "Build the wheel on the controller" not in out
+    every = inventory.play("run_blob_migration.yml", "--list-tasks")
+    engine_only = inventory.play(
+        "run_blob_migration.yml", "--list-tasks", "--tags", "blobshift_engine"
+    )
+    role_tasks = [
+        line.split("\t")[0].strip()
+        for line in every.stdout.splitlines()
+        if line.strip().startswith("blobshift_engine : ")
+    ]
+    assert len(role_tasks) > 5
+    for task in role_tasks:
+        assert task in engine_only.stdout, task
