@@ -162,3 +162,12 @@ def test_app_settings_write_to_expected_store(store):
         "done": NEW_NODE,
     }.get(STATE, NEW_NODE if store == "new" else OLD_NODE)
     assert where(key) == {expected}
+
+
+def test_nginx_reloaded_not_restarted():
+    """The master process started in state1 is the one serving every later state."""
+    pid = (ROOT / "nginx" / "nginx.pid").read_text().strip()
+    first = ROOT / "first-nginx-master-pid"
+    if STATE == "steady" and not first.exists():
+        first.write_text(pid)
+    assert first.read_text() == pid
