@@ -243,23 +243,34 @@ def seed_all(cfg: Config, lab: Lab) -> None:
         datasets.seed(lab.old_store(data.bucket, "v4"), data)
 
 
+def snapshot_engine(root: Path) -> dict[str, str]:
+    """Copy src/ aside and run every blobshift child from the copy: engine edits made in
+    the work tree while the bench runs cannot mix versions into one result."""
+    shutil.copytree(HERE.parent / "src" / "blobshift", root / "engine" / "blobshift")
+    env = child_env()
+    env["PYTHONPATH"] = str(root / "engine")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
     root = Path(tempfile.mkdtemp(prefix="blobshift-bench-"))
     lab = Lab(root)
     started = time.monotonic()
+    engine = report.commit()
+    env = snapshot_engine(root)
     try:
         lab.start()
         seed_all(cfg, lab)
-        bench = Bench(cfg, lab, root)
+        bench = Bench(cfg, lab, root, env=env)
         for sig in cfg.sigs:
             bench.one_sig(sig)
     finally:
         lab.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    text = report.render(bench.runs, cfg, time.monotonic() - started)
+    text = report.render(bench.runs, cfg, time.monotonic() - started, engine)
     report.append(cfg.results, text)
     print(f"\nresults appended to {cfg.results}\n")
     for line in report.ratio_lines(bench.runs, cfg):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -92,11 +93,14 @@ def cpu_model() -> str:
 
 def commit() -> str:
     sha = _first_line(["git", "rev-parse", "HEAD"])
-    dirty = _first_line(["git", "status", "--porcelain", "--", "src"])
-    return sha + (" (src/ has uncommitted changes)" if dirty else "")
+    diff = subprocess.run(["git", "diff", "HEAD", "--", "src"], capture_output=True, cwd=ROOT)
+    if not diff.stdout:
+        return sha
+    digest = hashlib.sha1(diff.stdout).hexdigest()[:12]
+    return f"{sha} + uncommitted changes in src/ (diff sha1 {digest})"
 
 
-def machine_facts() -> dict[str, str]:
+def machine_facts(engine: str) -> dict[str, str]:
     mem_kib = next(
         int(line.split()[1])
         for line in Path("/proc/meminfo").read_text().splitlines()
@@ -104,7 +108,8 @@ def machine_facts() -> dict[str, str]:
     )
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit(),
+        "engine measured (snapshot of src/ taken at the start)": engine,
+        "commit at the end": commit(),
         "nproc": str(os.cpu_count()),
         "CPU": cpu_model(),
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -232,8 +237,8 @@ def targets(runs: list[Run], sig: str) -> list[Target]:
 # -- the report --------------------------------------------------------------------------
 
 
-def render(runs: list[Run], cfg: Any, elapsed: float) -> str:
-    facts = machine_facts()
+def render(runs: list[Run], cfg: Any, elapsed: float, engine: str) -> str:
+    facts = machine_facts(engine)
     lines = [f"## {facts['date']}: {'SMOKE ' if cfg.smoke else ''}benchmark run", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
     lines += [
