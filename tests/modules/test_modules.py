@@ -310,3 +310,49 @@ def test_blob_migration_info_reports_a_dead_run(capsys, tmp_path):
     paths.checkpoint.write_text("{truncated")
     info = run_module("blob_migration_info", {"log_dir": str(log_dir), "shard": "1/2"}, capsys)
     assert info["checkpoint"] is None and "unreadable" in info["problems"][0]
+
+
+def test_blob_migration_logged_blobs_warn_without_failing(
+    capsys, tmp_path, servers, buckets, settings_file
+):
+    """A manifest key missing from the old store is logged: the task warns, does not fail."""
+    old, new = servers
+    blobs = random_blobs(5, 64)
+    seed(old, buckets[0], blobs)
+    manifest = tmp_path / "manifest.jsonl"
+    rows = [{"blob_key": k, "type_code": "form"} for k in [*blobs, "ghost/missing"]]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_module(
+        "blob_migration",
+        {
+            "settings": str(settings_file),
+            "log_dir": str(tmp_path / "logs"),
+            "keys_from": str(manifest),
+            "shard": "0/1",
+        },
+        capsys,
+    )
+    assert not result.get("failed") and result["changed"] is True
+    assert result["counts"]["copied"] == 5 and result["counts"]["logged"] == 1
+    assert result["exit_code"] == 1
+    assert "could not be copied" in json.dumps(result.get("warnings")), result.keys()
+    with open(result["log"]) as fh:
+        logged = [json.loads(line) for line in fh]
+    assert [r["blob_key"] for r in logged] == ["ghost/missing"]
+    assert contents(new, buckets[1]) == md5s(blobs)
+
+
+def test_blob_migration_bad_manifest_is_bad_input(capsys, tmp_path, settings_file):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"blob_key": "a"}\nnot json\n')
+    result = run_module(
+        "blob_migration",
+        {
+            "settings": str(settings_file),
+            "log_dir": str(tmp_path / "logs"),
+            "keys_from": str(manifest),
+        },
+        capsys,
+    )
+    assert result["failed"] and result["exit_code"] == 2
+    assert f"{manifest}:2" in result["msg"] and "nothing was changed" in result["msg"]
