@@ -327,3 +327,13 @@ def test_tags_reach_every_task_they_name(inventory):
     assert len(role_tasks) > 5
     for task in role_tasks:
         assert task in engine_only.stdout, task
+
+
+def test_playbooks_fail_closed_without_django_manage_hosts(inventory):
+    """An empty [django_manage] would make every play match no host and 'succeed'."""
+    hosts = inventory.path / "hosts.ini"
+    hosts.write_text(hosts.read_text().replace("[django_manage]\ndm1\ndm2\n", "[django_manage]\n"))
+    for playbook in ("verify_blob_migration.yml", "run_blob_migration.yml"):
+        result = inventory.play(playbook)
+        assert result.returncode != 0, show(result)
+        assert "the inventory has no [django_manage] host" in result.stdout
