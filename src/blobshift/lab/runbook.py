@@ -115,6 +115,19 @@ class Runbook:
         print(f"   done in {secs}s (log: {log})", flush=True)
 
 
+def verify_summary(path: Path) -> dict[str, Any]:
+    verify = read_json(path) or {}
+    keys = ("clean", "old_objects", "matched", "matched_by_content", "size_only", "problems")
+    return {**{k: verify.get(k) for k in keys}, "accepted": len(verify.get("accepted") or [])}
+
+
+def deleted_by_app(state_dir: Path) -> list[str]:
+    """Keys the app deleted (its ledger), for the verify gate's accepted remainder."""
+    ledger = state_dir / "ledger.jsonl"
+    entries = (json.loads(line) for line in ledger.read_text().splitlines())
+    return sorted({e["key"] for e in entries if e["op"] == "delete" and e["ok"]})
+
+
 def listening(addr: tuple[str, int]) -> bool:
     try:
         with socket.create_connection(addr, timeout=1):
@@ -194,21 +207,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "-e",
         f"blob_migration_verify_report={verify_report}",
     )
-    verify = read_json(verify_report) or {}
-    report["verify"] = {
-        k: verify.get(k)
-        for k in ("clean", "old_objects", "matched", "matched_by_content", "size_only", "problems")
-    }
+    report["verify"] = verify_summary(verify_report)
     if args.drill and args.target == "riakcs":
         rb.phase("rollback2")
         rb.play("rollback: flipping back to migrating", "rollback_to_migrating.yml")
         rb.phase("phase4-again")
+        # Blobs the app deleted while flipped are still in the old cluster: the operator
+        # (here, the app's own ledger) lists them as accepted, and the report keeps them.
+        accepted = out / "accepted-as-deleted.txt"
+        accepted.write_text("".join(k + "\n" for k in deleted_by_app(APP_DIR)))
         rb.play(
             "phase 4 again",
             "phase4_flip.yml",
             "-e",
             f"blob_migration_verify_report={verify_report}",
+            "-e",
+            f"blob_migration_accept_missing_file={accepted}",
         )
+        report["verify_before_rollback"] = report["verify"]
+        report["verify"] = verify_summary(verify_report)
+
     if args.target == "riakcs":
         rb.phase("phase5")
         rb.play("phase 5: clean up", "phase5_cleanup.yml")
