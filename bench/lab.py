@@ -139,6 +139,7 @@ class Measured:
     cpu: float
     rss_mb: float
     returncode: int
+    system: float = 0.0  # the kernel's share of `cpu` (loopback TCP is charged to senders)
 
 
 def measure(argv: list[str], log: Path, env: dict[str, str], timeout: float) -> Measured:
@@ -158,7 +159,7 @@ def measure(argv: list[str], log: Path, env: dict[str, str], timeout: float) -> 
     if proc.returncode != 0 or not usage_file.exists():
         return Measured(0.0, 0.0, 0.0, proc.returncode or -1)
     u = json.loads(usage_file.read_text())
-    return Measured(u["wall"], u["cpu"], u["maxrss_kib"] / 1024, u["returncode"])
+    return Measured(u["wall"], u["cpu"], u["maxrss_kib"] / 1024, u["returncode"], u["system"])
 
 
 def _kill_group(pid: int) -> None:

@@ -51,7 +51,8 @@ def summarize(collapsed: Path, top: int) -> list[str]:
 def run(args: argparse.Namespace) -> list[str]:
     root = Path(tempfile.mkdtemp(prefix="blobshift-profile-"))
     lab = Lab(root)
-    data = datasets.uniform("small", args.objects, 4 * KIB, seed=1)
+    name = "small" if args.size_kib == 4 else f"profile-{args.size_kib}k"
+    data = datasets.uniform(name, args.objects, args.size_kib * KIB, seed=1)
     try:
         lab.start()
         lab.old.create_bucket(data.bucket)
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> list[str]:
             target = migrate
         out = root / "profile.txt"
         spy = [str(BIN / "py-spy"), "record", "-r", str(args.rate), "-f", "raw", "--nolineno"]
+        spy += ["--gil"] if args.gil else []
         spy += ["-o", str(out), "--", *target]
         subprocess.run(spy, check=True, env=child_env(), capture_output=True)
         if args.save:
@@ -87,9 +89,16 @@ def main() -> int:
     p.add_argument("--sig", choices=("v4", "v2"), default="v4")
     p.add_argument("--command", choices=("migrate-backend", "verify"), default="migrate-backend")
     p.add_argument("--objects", type=int, default=20_000)
+    p.add_argument("--size-kib", type=int, default=4, help="object size (KiB)")
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples holding the GIL: Python CPU, not time in syscalls or runnable "
+        "but descheduled (the servers share the cores)",
+    )
     p.add_argument("--save", type=Path, help="keep the collapsed stacks here")
     args = p.parse_args()
     for line in run(args):

@@ -39,11 +39,16 @@ class Run:
     def cpu_ms(self) -> float:
         return 1000 * self.m.cpu / self.objects
 
+    @property
+    def sys_ms(self) -> float:
+        return 1000 * self.m.system / self.objects
+
     def line(self) -> str:
         return (
             f"{self.case:6} {self.sig} {self.tool:17} #{self.rep}: {self.m.wall:7.2f}s "
             f"{self.ops:8,.0f} obj/s {self.nbytes / 1e6 / self.m.wall:7.1f} MB/s "
-            f"cpu {self.cpu_ms:.3f} ms/obj rss {self.m.rss_mb:.0f} MB load {self.load:.1f}"
+            f"cpu {self.cpu_ms:.3f} ms/obj (sys {self.sys_ms:.3f}) "
+            f"rss {self.m.rss_mb:.0f} MB load {self.load:.1f}"
         )
 
 

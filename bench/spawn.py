@@ -26,6 +26,8 @@ def main() -> int:
     result = {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
+        "user": usage.ru_utime,
+        "system": usage.ru_stime,
         "maxrss_kib": usage.ru_maxrss,
         "returncode": os.waitstatus_to_exitcode(status),
     }
