@@ -27,10 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# Engine, lab and runbook tests (tests/ansible and tests/modules run in their own targets).
 pytest: deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-test: lint pytest bench-smoke test-ansible test-modules
+test: lint lint-runbook pytest bench-smoke test-ansible test-modules
 
 # The Ansible side (issue 3): yamllint + ansible-lint (production profile), the molecule
 # scenarios of the state table in order (state1 starts from a clean lab, state5 removes
@@ -54,7 +55,7 @@ test-ansible: deps
 # (production) of their YAML, ansible-doc of every module, then tests/modules/ (module unit
 # tests and ansible-playbook runs on two SeaweedFS, 127.0.0.2:19700 and 127.0.0.3:19720).
 MODULES_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
-MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info
+MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info blobshift_env_transition
 MODULES_YAML := playbooks/run_blob_migration.yml playbooks/blob_migration_status.yml playbooks/check_blob_logs.yml playbooks/verify_blob_migration.yml roles/blobshift_engine
 .PHONY: test-modules
 test-modules: deps
@@ -64,6 +65,14 @@ test-modules: deps
 	$(MODULES_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(MODULES_YAML)
 	@for m in $(MODULES); do $(MODULES_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
 	$(MODULES_ENV) BLOBSHIFT_MODULE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/modules
+
+# The lab and the runbook's phase playbooks (issue 5); their end-to-end test is
+# tests/test_runbook.py, in `pytest`.
+RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
+.PHONY: lint-runbook
+lint-runbook: deps
+	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(RUNBOOK_YAML)
+	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(RUNBOOK_YAML)
 
 # The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;
 # `make bench-smoke` is a few hundred blobs, one repetition, part of `make test`.
