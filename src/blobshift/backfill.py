@@ -358,7 +358,8 @@ class Backfill:
 
         try:
             n = await self.copy_retry.run(
-                lambda: copy_object(old, new, work.key, self.limits, self.opts.copy), retried
+                lambda: copy_object(old, new, work.key, self.limits, self.opts.copy, work.size),
+                retried,
             )
         except NotFound:
             # Gone from old: fine if the app already has it in new, else it is missing.

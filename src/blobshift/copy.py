@@ -57,8 +57,27 @@ async def copy_object(
     key: str,
     limits: Limits,
     options: CopyOptions,
+    size_hint: int | None = None,
 ) -> int:
-    """Copy `key`; returns the bytes copied. Raises NotFound if old lacks it."""
+    """Copy `key`; returns the bytes copied. Raises NotFound if old lacks it.
+
+    A large object (by `size_hint`, from the listing) waits for a multipart slot before
+    its GET, so that memory stays bounded whatever the number of workers.
+    """
+    if size_hint is not None and size_hint > options.multipart_threshold:
+        async with limits.large_copies:
+            return await _copy(old, new, key, limits, options, slot_held=True)
+    return await _copy(old, new, key, limits, options, slot_held=False)
+
+
+async def _copy(
+    old: S3Client,
+    new: S3Client,
+    key: str,
+    limits: Limits,
+    options: CopyOptions,
+    slot_held: bool,
+) -> int:
     await limits.request()
     resp = await old.get(key)
     try:
@@ -78,7 +97,10 @@ async def copy_object(
             if etag and is_plain_md5(etag) and etag != md5_hex:
                 raise IntegrityError(f"PUT {key}", "stored ETag differs from the content MD5")
             return size
-        return await _copy_multipart(resp, new, key, size, headers, limits, options)
+        if slot_held:
+            return await _copy_multipart(resp, new, key, size, headers, limits, options)
+        async with limits.large_copies:  # size unknown before the GET (manifest)
+            return await _copy_multipart(resp, new, key, size, headers, limits, options)
     finally:
         resp.release()
 

@@ -45,11 +45,15 @@ class TokenBucket:
 
 
 class Limits:
-    """--max-rps (objects read per second) and --bwlimit (bytes read per second)."""
+    """--max-rps (objects read per second), --bwlimit (bytes read per second), and how
+    many multipart copies run at once (each holds a part in memory)."""
 
-    def __init__(self, max_rps: float | None = None, bwlimit: int | None = None) -> None:
+    def __init__(
+        self, max_rps: float | None = None, bwlimit: int | None = None, large_copies: int = 4
+    ) -> None:
         self._rps = TokenBucket(max_rps) if max_rps else None
         self._bw = TokenBucket(bwlimit) if bwlimit else None
+        self.large_copies = asyncio.Semaphore(large_copies)
 
     async def request(self) -> None:
         if self._rps is not None:

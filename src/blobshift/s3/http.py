@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 MAX_HEAD = 64 * 1024
 SMALL_BODY = 64 * 1024
+WRITE_SLICE = 256 * 1024
 
 
 class HTTPError(ConnectionError):
@@ -58,6 +59,13 @@ class Response:
 
     async def read_up_to(self, size: int) -> bytes:
         """Up to `size` bytes of body; fewer only at the end of the body."""
+        if not self._buffer and self._remaining:  # the common case: one read, no copies
+            n = min(size, self._remaining)
+            data = await self._read_exact(n)
+            self._remaining -= n
+            if self._remaining == 0:
+                self._finish()
+            return data
         out = bytearray()
         async for chunk in self._iter(size):
             out += chunk
@@ -222,8 +230,12 @@ class Pool:
                     conn.writer.write(raw_head + body)  # one syscall for a small request
                 else:
                     conn.writer.write(raw_head)
-                    if body:
-                        conn.writer.write(body)
+                    # In slices, draining between them: the transport never buffers a
+                    # second copy of a large body.
+                    view = memoryview(body)
+                    for start in range(0, len(view), WRITE_SLICE):
+                        conn.writer.write(view[start : start + WRITE_SLICE])
+                        await conn.writer.drain()
                 await conn.writer.drain()
                 async with asyncio.timeout(self.read_timeout):
                     status, reason, resp_headers = await _read_head(conn.reader)
