@@ -227,6 +227,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-memory", action="store_true", help="no 200,000-object run")
     p.add_argument("--results", type=Path, help="results file (default bench/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the servers' data dir")
+    p.add_argument("--engine", type=Path, help="measure the blobshift package under DIR")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool run")
     args = p.parse_args(argv)
     bad = set(args.sigs.split(",")) - set(SIGS) or set(args.cases.split(",")) - set(CASES)
@@ -237,16 +238,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def seed_all(cfg: Config, lab: Lab) -> None:
     print("seeding the old server (not measured)", flush=True)
-    wanted = [cfg.small, cfg.large, cfg.mixed] + ([cfg.big] if cfg.big else [])
+    needs = {
+        "small": {"small", "rerun", "verify", "memory"},
+        "large": {"large"},
+        "mixed": {"mixed"},
+        "big": {"memory"},
+    }
+    sets = {"small": cfg.small, "large": cfg.large, "mixed": cfg.mixed, "big": cfg.big}
+    wanted = [d for name, d in sets.items() if d is not None and needs[name] & set(cfg.cases)]
     for data in wanted:
         lab.old.create_bucket(data.bucket)
         datasets.seed(lab.old_store(data.bucket, "v4"), data)
 
 
-def snapshot_engine(root: Path) -> dict[str, str]:
-    """Copy src/ aside and run every blobshift child from the copy: engine edits made in
-    the work tree while the bench runs cannot mix versions into one result."""
-    shutil.copytree(HERE.parent / "src" / "blobshift", root / "engine" / "blobshift")
+def snapshot_engine(root: Path, source: Path | None) -> dict[str, str]:
+    """Copy src/ (or `--engine DIR`, for A/B experiments) aside and run every blobshift
+    child from the copy: engine edits made in the work tree while the bench runs cannot
+    mix versions into one result."""
+    engine = (source or HERE.parent / "src") / "blobshift"
+    shutil.copytree(engine, root / "engine" / "blobshift")
     env = child_env()
     env["PYTHONPATH"] = str(root / "engine")
     return env
@@ -258,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="blobshift-bench-"))
     lab = Lab(root)
     started = time.monotonic()
-    engine = report.commit()
-    env = snapshot_engine(root)
+    engine = report.commit() if args.engine is None else f"experimental tree {args.engine}"
+    env = snapshot_engine(root, args.engine)
     try:
         lab.start()
         seed_all(cfg, lab)
