@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from blobshift.envedit import EnvEditError, Inventory, plan
+from blobshift.envedit import EnvEditError, Inventory, git_dirty, plan
 
 HOSTS = """\
 # the lab inventory
@@ -115,3 +116,20 @@ def test_missing_flag_line_is_added_under_localsettings():
     _, _, p1 = apply("start", HOSTS, public)
     _, _, p2 = apply("flip", HOSTS, p1.replace("[riakcs_new]", "[riakcs_new]"))
     assert flags(p2)["TEMP_RIAKCS_PROXY"] is True
+
+
+def test_git_dirty_tells_uncommitted_edits(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    public = tmp_path / "public.yml"
+    public.write_text(PUBLIC)
+    git("add", "public.yml")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "env")
+    assert git_dirty(public) is False
+    public.write_text(PUBLIC + "# an operator's edit, not committed\n")
+    assert git_dirty(public) is True
+    outside = tmp_path.parent / "not-in-git.yml"
+    outside.write_text(PUBLIC)
+    assert git_dirty(outside) is False
