@@ -23,6 +23,7 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0, out[-3000:]
     assert report["blobs_in_old_at_start"] == blobs
+    assert report.get("lab_idempotent", True) is True
     assert report["app"]["failed"] == 0, report["app"]["failures"]
     phases = report["app"]["phases"]
     assert {"phase1", "phase2", "phase4", "after"} <= set(phases)

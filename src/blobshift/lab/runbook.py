@@ -48,6 +48,7 @@ class Runbook:
     rate: float
     env: dict[str, str] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    last_recap: list[str] = field(default_factory=list)
 
     @property
     def inventory(self) -> Path:
@@ -100,6 +101,7 @@ class Runbook:
         recap = [line for line in log.read_text().splitlines() if " ok=" in line]
         for line in recap:
             print("   " + line.strip())
+        self.last_recap = recap
         self.steps.append(
             {
                 "step": title,
@@ -170,6 +172,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         *tls,
     )
     report["blobs_in_old_at_start"] = len(read_json(APP_DIR / "seed-digests.json") or {})
+    if args.drill:
+        rb.play(
+            "lab up again: nothing to change",
+            "lab.yml",
+            "-e",
+            f"lab_seed_blobs={args.blobs}",
+            "-e",
+            f"lab_rate={args.rate}",
+            *tls,
+        )
+        report["lab_idempotent"] = all(" changed=0 " in line for line in rb.last_recap)
     rb.play("status", "status.yml")
 
     rb.phase("phase1")
