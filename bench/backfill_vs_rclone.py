@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(bench.runs, cfg, time.monotonic() - started, engine)
     report.append(cfg.results, text)
     print(f"\nresults appended to {cfg.results}\n")
+    if cfg.smoke:
+        print("smoke run: too small for the targets (startup dominates); it checks the harness")
     for line in report.ratio_lines(bench.runs, cfg):
         print(line)
     return 0

@@ -197,10 +197,9 @@ class Target:
     def text(self) -> str:
         cmp = ">=" if self.higher_is_better else "<="
         verdict = {True: "MET", False: "MISSED", None: "not measured"}[self.met]
-        return (
-            f"{self.name}: {_f(self.measured, '.3f')}{self.unit} "
-            f"(target {cmp} {self.goal:g}{self.unit}) {verdict}"
-        )
+        fmt = {"x": ".4f", " MB": ".1f"}.get(self.unit, ".3f")  # 1.4998x is not 1.5x
+        value = "n/a" if self.measured is None else f"{self.measured:{fmt}}{self.unit}"
+        return f"{self.name}: {value} (target {cmp} {self.goal:g}{self.unit}) {verdict}"
 
 
 def targets(runs: list[Run], sig: str) -> list[Target]:
