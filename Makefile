@@ -24,8 +24,8 @@ deps: $(STAMP)
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 # Engine, lab and runbook tests (tests/ansible and tests/modules run in their own targets).
 pytest: deps
