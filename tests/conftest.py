@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blobshift.lab.seaweed import SeaweedServer, settings_text
+from blobshift.lab.seaweed import SeaweedServer, running, settings_text
 
 OLD_IP, NEW_IP = "127.0.0.2", "127.0.0.3"
 # Ports distinct from the lab's, so a running `make demo` does not collide with tests.
@@ -29,15 +29,8 @@ def servers() -> Iterator[tuple[SeaweedServer, SeaweedServer]]:
     root = Path(tempfile.mkdtemp(prefix="blobshift-test-s3-"))
     old = SeaweedServer(OLD_IP, BASE_PORT, root / "old", *OLD_KEYS)
     new = SeaweedServer(NEW_IP, BASE_PORT + 20, root / "new", *NEW_KEYS)
-    old.start()
-    try:
-        new.start()
-    except BaseException:
-        old.stop()
-        raise
-    yield old, new
-    old.stop()
-    new.stop()
+    with running(old, new):
+        yield old, new
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from modtest import (
     write_settings,
 )
 
-from blobshift.lab.seaweed import SeaweedServer
+from blobshift.lab.seaweed import SeaweedServer, running
 
 _ids = itertools.count()
 
@@ -55,15 +55,8 @@ def servers() -> Iterator[tuple[SeaweedServer, SeaweedServer]]:
     root = Path(tempfile.mkdtemp(prefix="blobshift-modtest-s3-"))
     old = SeaweedServer(OLD_IP, BASE_PORT, root / "old", *OLD_KEYS)
     new = SeaweedServer(NEW_IP, BASE_PORT + 20, root / "new", *NEW_KEYS)
-    old.start()
-    try:
-        new.start()
-    except BaseException:
-        old.stop()
-        raise
-    yield old, new
-    old.stop()
-    new.stop()
+    with running(old, new):
+        yield old, new
     shutil.rmtree(root, ignore_errors=True)
 
 

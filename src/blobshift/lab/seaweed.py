@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,17 @@ class SeaweedServer:
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()
         self.start(timeout)
+
+
+@contextmanager
+def running(*servers: SeaweedServer) -> Iterator[tuple[SeaweedServer, ...]]:
+    """Start `servers` in order; stop every one started, whatever happens."""
+    started: list[SeaweedServer] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        yield servers
+    finally:
+        for server in reversed(started):
+            server.stop()
