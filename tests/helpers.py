@@ -52,6 +52,12 @@ def md5s(blobs: dict[str, bytes]) -> dict[str, str]:
     return {k: hashlib.md5(v).hexdigest() for k, v in blobs.items()}
 
 
+def backfill_cmd(settings: Path, log_dir: Path, *extra: object) -> list[str]:
+    """The argv of a migrate-backend run, for tests that start it in the background."""
+    args = ["migrate-backend", "--settings", settings, "--log-dir", log_dir, *extra]
+    return [*BLOBSHIFT, *map(str, args)]
+
+
 def run_cli(*args: object, check: int | None = None, **kw: object) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [*BLOBSHIFT, *map(str, args)], capture_output=True, text=True, timeout=600, **kw

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from conftest import NEW_KEYS, OLD_KEYS
 from helpers import (
-    BLOBSHIFT,
+    backfill_cmd,
     contents,
     log_records,
     md5s,
@@ -184,20 +184,9 @@ def test_kill_9_then_resume_copies_every_blob_once(
     blobs = random_blobs(3000, 2048)
     seed(old_server, old_b, blobs)
     log_dir = tmp_path / "logs"
-    cmd = [
-        *BLOBSHIFT,
-        "migrate-backend",
-        "--settings",
-        str(settings_file),
-        "--log-dir",
-        str(log_dir),
-        "--chunk-size",
-        "100",
-        "--num-workers",
-        "4",
-        "--max-rps",
-        "400",
-    ]
+    cmd = backfill_cmd(
+        settings_file, log_dir, "--chunk-size", "100", "--num-workers", "4", "--max-rps", "400"
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = log_dir / "migrate_backend-checkpoint.json"
     wait_until(
@@ -224,18 +213,7 @@ def test_sigterm_saves_progress_and_exits_130(
 ):
     old_b, _ = buckets
     seed(old_server, old_b, random_blobs(1500, 512))
-    cmd = [
-        *BLOBSHIFT,
-        "migrate-backend",
-        "--settings",
-        str(settings_file),
-        "--log-dir",
-        str(tmp_path),
-        "--chunk-size",
-        "50",
-        "--max-rps",
-        "200",
-    ]
+    cmd = backfill_cmd(settings_file, tmp_path, "--chunk-size", "50", "--max-rps", "200")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = tmp_path / "migrate_backend-status.json"
     wait_until(
@@ -253,16 +231,7 @@ def test_sigterm_saves_progress_and_exits_130(
 def test_second_backfill_on_same_shard_refuses(settings_file, old_server, buckets, tmp_path):
     old_b, _ = buckets
     seed(old_server, old_b, random_blobs(400, 256))
-    cmd = [
-        *BLOBSHIFT,
-        "migrate-backend",
-        "--settings",
-        str(settings_file),
-        "--log-dir",
-        str(tmp_path),
-        "--max-rps",
-        "50",
-    ]
+    cmd = backfill_cmd(settings_file, tmp_path, "--max-rps", "50")
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = tmp_path / "migrate_backend-status.json"
     try:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import store_dict, write_settings
 from helpers import (
-    BLOBSHIFT,
+    backfill_cmd,
     contents,
     log_records,
     md5s,
@@ -78,18 +78,7 @@ def test_backfill_survives_a_server_restart(
     blobs = random_blobs(1500, 1024)
     seed(old_server, old_b, blobs)
     victim = old_server if which == "old" else new_server
-    cmd = [
-        *BLOBSHIFT,
-        "migrate-backend",
-        "--settings",
-        str(settings_file),
-        "--log-dir",
-        str(tmp_path),
-        "--max-rps",
-        "300",
-        "--num-workers",
-        "8",
-    ]
+    cmd = backfill_cmd(settings_file, tmp_path, "--max-rps", "300", "--num-workers", "8")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = tmp_path / "migrate_backend-status.json"
     wait_until(

@@ -10,7 +10,6 @@ during the pass is not missing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from blobshift.progress import Output, Progress
 from blobshift.runfiles import utc_iso, write_json_atomic
-from blobshift.s3.client import NotFound, ObjectInfo, RetryPolicy, S3Client, is_plain_md5
+from blobshift.s3.client import ObjectInfo, RetryPolicy, is_plain_md5
 from blobshift.settings import BlobSettings
 from blobshift.stores import open_stores, preflight
 
@@ -64,17 +63,6 @@ class VerifyReport:
         return d
 
 
-async def _md5_of(client: S3Client, key: str) -> str:
-    resp = await client.get(key)
-    digest = hashlib.md5()
-    try:
-        async for chunk in resp.iter_chunks(1 << 20):
-            digest.update(chunk)
-    finally:
-        resp.release()
-    return digest.hexdigest()
-
-
 async def verify(
     settings: BlobSettings,
     *,
@@ -97,7 +85,8 @@ async def verify(
         async def compare_content(o: ObjectInfo) -> None:
             async with sem:
                 a, b = await asyncio.gather(
-                    retry.run(lambda: _md5_of(old, o.key)), retry.run(lambda: _md5_of(new, o.key))
+                    retry.run(lambda: old.content_md5(o.key)),
+                    retry.run(lambda: new.content_md5(o.key)),
                 )
             if a == b:
                 report.matched_by_content += 1
@@ -199,4 +188,4 @@ def load_accept_list(path: Path) -> set[str]:
     return keys
 
 
-__all__ = ["NotFound", "VerifyReport", "load_accept_list", "summarize", "verify", "write_report"]
+__all__ = ["VerifyReport", "load_accept_list", "summarize", "verify", "write_report"]

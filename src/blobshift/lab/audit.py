@@ -4,7 +4,6 @@ given store with the same content."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 
@@ -42,14 +41,7 @@ async def missing_or_different(
             if await client.head(key) is None:
                 bad.append(key)
                 return
-            resp = await client.get(key)
-            digest = hashlib.md5()
-            try:
-                async for chunk in resp.iter_chunks(1 << 20):
-                    digest.update(chunk)
-            finally:
-                resp.release()
-            if digest.hexdigest() != md5:
+            if await client.content_md5(key) != md5:
                 bad.append(key)
 
     try:

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,6 @@ def read_json(path: Path) -> Any:
 
 def new_store_direct(target: str, settings: StoreSettings) -> StoreSettings:
     """The new cluster itself, not through the proxy: where the blobs must be in the end."""
-    from dataclasses import replace
-
     if target == "external":
         return settings
     return replace(settings, url="http://127.0.0.3:9100")

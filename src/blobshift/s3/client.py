@@ -8,6 +8,7 @@ signer; no message built here contains one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import ssl
 import xml.etree.ElementTree as ET
@@ -228,6 +229,17 @@ class S3Client:
     async def get(self, key: str) -> Response:
         """Start a GET; the caller streams the body (no retry here: the copy retries)."""
         return await self.request("GET", key)
+
+    async def content_md5(self, key: str) -> str:
+        """Hex MD5 of the object's content, streamed (ETags cannot tell for multipart)."""
+        resp = await self.get(key)
+        digest = hashlib.md5()
+        try:
+            async for chunk in resp.iter_chunks(1 << 20):
+                digest.update(chunk)
+        finally:
+            resp.release()
+        return digest.hexdigest()
 
     async def put(self, key: str, body: bytes | memoryview, headers: dict[str, str]) -> str:
         async def op() -> str:
