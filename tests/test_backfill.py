@@ -228,7 +228,12 @@ def test_sigterm_saves_progress_and_exits_130(
     run_cli(*cmd[3:], check=0)
 
 
-def test_second_backfill_on_same_shard_refuses(settings_file, old_server, buckets, tmp_path):
+@pytest.mark.reliability(
+    "A second backfill of the same shard refuses, naming the running one", group="Faults"
+)
+def test_second_backfill_on_same_shard_refuses(
+    settings_file, old_server, buckets, tmp_path, evidence
+):
     old_b, _ = buckets
     seed(old_server, old_b, random_blobs(400, 256))
     cmd = backfill_cmd(settings_file, tmp_path, "--max-rps", "50")
@@ -238,6 +243,8 @@ def test_second_backfill_on_same_shard_refuses(settings_file, old_server, bucket
         wait_until(lambda: (read_json(status) or {}).get("state") == "running", "the first run")
         second = run_cli(*cmd[3:], check=4)
         assert f"pid {first.pid}" in second.stderr
+        evidence["second run exit code"] = second.returncode
+        evidence["message"] = second.stderr.strip().splitlines()[-1]
     finally:
         first.kill()
         first.wait()
