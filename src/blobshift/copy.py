@@ -1,23 +1,36 @@
 """Copy one object from the old store to the new one, with integrity checks.
 
-Small objects: one GET, one PUT with Content-MD5 (the server checks the body). Large
-objects: streamed part by part into a multipart upload, so memory per copy is one part.
+Every PUT carries a Content-MD5 the new store checks the body against, in one of three ways:
+
+- small objects (up to STREAM_MIN): one GET read whole, its MD5 computed here and compared
+  with the source's ETag, one PUT;
+- larger objects up to the multipart threshold whose source ETag is an MD5: the GET body is
+  streamed straight into one PUT whose Content-MD5 is that ETag, so the new store checks
+  the bytes end to end against the source's own checksum, and nothing is hashed or held
+  here (rclone's way for single-part uploads);
+- the rest (above the threshold, or a source ETag that is no MD5 and more than one part):
+  a multipart upload, part by part, each part's MD5 computed here; memory per copy is one
+  part, and at most `Limits.large_copies` such copies run at once.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from blobshift.ratelimit import Limits
 from blobshift.s3.client import KEPT_HEADERS, NotFound, S3Client, S3Error, is_plain_md5
-from blobshift.s3.http import Response
+from blobshift.s3.http import BodyStream, Response
 
 MIB = 1024 * 1024
 # boto3's own defaults, and what the original proxy admits per request (9M body limit).
 DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
 DEFAULT_PART_SIZE = 8 * MIB
+# Up to this size a body is read whole and hashed here; above it, streamed.
+STREAM_MIN = 1 * MIB
+STREAM_CHUNK = 256 * 1024
 
 
 class IntegrityError(S3Error):
@@ -51,6 +64,11 @@ def _md5_b64(data: bytes) -> tuple[str, str]:
     return base64.b64encode(digest).decode(), digest.hex()
 
 
+def _multipart(size: int, etag: str, options: CopyOptions) -> bool:
+    """Whether an object of this size and source ETag is uploaded in parts."""
+    return size > options.multipart_threshold or (size > STREAM_MIN and not is_plain_md5(etag))
+
+
 async def copy_object(
     old: S3Client,
     new: S3Client,
@@ -58,16 +76,23 @@ async def copy_object(
     limits: Limits,
     options: CopyOptions,
     size_hint: int | None = None,
+    etag_hint: str | None = None,
 ) -> int:
     """Copy `key`; returns the bytes copied. Raises NotFound if old lacks it.
 
-    A large object (by `size_hint`, from the listing) waits for a multipart slot before
-    its GET, so that memory stays bounded whatever the number of workers.
+    An object known (from the listing's size and ETag) to need a multipart upload waits
+    for a multipart slot before its GET, so that memory stays bounded whatever the number
+    of workers. Without hints, the GET's headers decide.
     """
-    if size_hint is not None and size_hint > options.multipart_threshold:
+    if size_hint is not None and _multipart(size_hint, etag_hint or "0" * 32, options):
         async with limits.large_copies:
             return await _copy(old, new, key, limits, options, slot_held=True)
-    return await _copy(old, new, key, limits, options, slot_held=False)
+    copied = await _copy(old, new, key, limits, options, slot_held=False)
+    if copied is None:  # a multipart upload after all: wait for a slot, GET again
+        async with limits.large_copies:
+            copied = await _copy(old, new, key, limits, options, slot_held=True)
+    assert copied is not None
+    return copied
 
 
 async def _copy(
@@ -77,32 +102,62 @@ async def _copy(
     limits: Limits,
     options: CopyOptions,
     slot_held: bool,
-) -> int:
+) -> int | None:
+    """The copy, or None when it needs a multipart slot that is not held."""
     await limits.request()
     resp = await old.get(key)
     try:
         size = int(resp.headers.get("content-length", "0"))
         source_etag = resp.headers.get("etag", "").strip('"')
         headers = kept_headers(resp)
-        if size <= options.multipart_threshold:
-            await limits.bytes(size)
-            body = await resp.read()
-            if len(body) != size:
-                raise IntegrityError(f"GET {key}", f"read {len(body)} of {size} bytes")
-            md5_b64, md5_hex = _md5_b64(body)
-            if is_plain_md5(source_etag) and source_etag != md5_hex:
-                raise IntegrityError(f"GET {key}", "content does not match the source ETag")
-            headers["Content-MD5"] = md5_b64
-            etag = await new.put(key, body, headers)
-            if etag and is_plain_md5(etag) and etag != md5_hex:
-                raise IntegrityError(f"PUT {key}", "stored ETag differs from the content MD5")
-            return size
-        if slot_held:
+        if _multipart(size, source_etag, options):
+            # Not waiting for a slot with the GET open: an idle response times out.
+            if not slot_held:
+                return None
             return await _copy_multipart(resp, new, key, size, headers, limits, options)
-        async with limits.large_copies:  # size unknown before the GET (manifest)
-            return await _copy_multipart(resp, new, key, size, headers, limits, options)
+        if size > STREAM_MIN:
+            return await _copy_streamed(resp, new, key, size, source_etag, headers, limits)
+        await limits.bytes(size)
+        body = await resp.read()
+        if len(body) != size:
+            raise IntegrityError(f"GET {key}", f"read {len(body)} of {size} bytes")
+        md5_b64, md5_hex = _md5_b64(body)
+        if is_plain_md5(source_etag) and source_etag != md5_hex:
+            raise IntegrityError(f"GET {key}", "content does not match the source ETag")
+        headers["Content-MD5"] = md5_b64
+        etag = await new.put(key, body, headers)
+        if etag and is_plain_md5(etag) and etag != md5_hex:
+            raise IntegrityError(f"PUT {key}", "stored ETag differs from the content MD5")
+        return size
     finally:
         resp.release()
+
+
+async def _copy_streamed(
+    resp: Response,
+    new: S3Client,
+    key: str,
+    size: int,
+    source_etag: str,
+    headers: dict[str, str],
+    limits: Limits,
+) -> int:
+    headers["Content-MD5"] = base64.b64encode(bytes.fromhex(source_etag)).decode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in resp.iter_chunks(STREAM_CHUNK):
+            await limits.bytes(len(chunk))
+            yield chunk
+
+    try:
+        etag = await new.put_stream(key, BodyStream(size, chunks()), headers)
+    except S3Error as exc:
+        if exc.code == "BadDigest":  # what arrived is not what the source's ETag says
+            raise IntegrityError(f"PUT {key}", "content does not match the source ETag") from None
+        raise
+    if etag and is_plain_md5(etag) and etag != source_etag:
+        raise IntegrityError(f"PUT {key}", "stored ETag differs from the source ETag")
+    return size
 
 
 async def _copy_multipart(

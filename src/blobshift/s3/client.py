@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from blobshift.s3.http import HTTPError, Pool, Response
+from blobshift.s3.http import BodyStream, HTTPError, Pool, Response
 from blobshift.s3.signing import SigV2Signer, SigV4Signer
 from blobshift.settings import StoreSettings
 
@@ -179,7 +179,7 @@ class S3Client:
         *,
         query: list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
-        body: bytes | memoryview = b"",
+        body: bytes | memoryview | BodyStream = b"",
         what: str = "",
     ) -> Response:
         """One signed request; raises S3Error (NotFound on 404) for error statuses."""
@@ -248,6 +248,12 @@ class S3Client:
             return resp.headers.get("etag", "").strip('"')
 
         return await self.retry.run(op, self._retried)
+
+    async def put_stream(self, key: str, body: BodyStream, headers: dict[str, str]) -> str:
+        """PUT a streamed body; not retried here (its chunks cannot be produced twice)."""
+        resp = await self.request("PUT", key, headers=headers, body=body)
+        await resp.read()
+        return resp.headers.get("etag", "").strip('"')
 
     async def create_multipart(self, key: str, headers: dict[str, str]) -> str:
         async def op() -> str:

@@ -3,6 +3,11 @@
 Why not aiohttp or botocore: the backfill is bound by client CPU per object (the client
 and both servers share two cores), and a plain request/response on a pooled stream costs
 a fraction of what a general-purpose client spends per request.
+
+Timeouts: rather than an `asyncio.timeout` around every read (a timer per request, a
+measurable share of the CPU per small object), each pool has one watchdog task that
+aborts a busy connection once nothing was sent or received on it for `read_timeout`
+seconds. That also bounds a body that stops half way, which a head-only timeout misses.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-MAX_HEAD = 64 * 1024
+# The StreamReader's limit: the largest response head, and (doubled) how much unread body
+# a connection buffers before it stops reading from the socket.
+MAX_HEAD = 256 * 1024
 SMALL_BODY = 64 * 1024
 WRITE_SLICE = 256 * 1024
 
@@ -21,13 +28,38 @@ class HTTPError(ConnectionError):
     """The connection broke or the peer spoke something that is not HTTP/1.1."""
 
 
-@dataclass
+class _Protocol(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol that notes when data last arrived, for the watchdog."""
+
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)
+        self._clock = loop.time
+        self.last_rx = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self._clock()
+        super().data_received(data)
+
+
+@dataclass(eq=False)
 class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    protocol: _Protocol
+    # Loop time of the last sign of life on our side (request start, a body slice sent).
+    active: float = 0.0
+    timed_out: bool = False
 
     def close(self) -> None:
         self.writer.close()
+
+
+@dataclass
+class BodyStream:
+    """A request body of known length produced chunk by chunk (a GET streamed to a PUT)."""
+
+    length: int
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass
@@ -104,8 +136,17 @@ class Response:
         try:
             return await self._conn.reader.readexactly(n)
         except (asyncio.IncompleteReadError, OSError) as exc:
-            self._abort()
-            raise HTTPError(f"connection closed mid-body ({type(exc).__name__})") from None
+            raise self._broken(exc) from None
+
+    def _broken(self, exc: BaseException) -> HTTPError:
+        conn = self._conn
+        self._abort()
+        if conn is not None and conn.timed_out:
+            return HTTPError(
+                f"{self._pool.host}:{self._pool.port} sent nothing for "
+                f"{self._pool.read_timeout:g} s mid-body"
+            )
+        return HTTPError(f"connection closed mid-body ({type(exc).__name__})")
 
     async def _read_chunked(self, size: int) -> bytes:
         assert self._conn is not None
@@ -128,8 +169,7 @@ class Response:
                 await reader.readexactly(2)
             return data
         except (asyncio.IncompleteReadError, OSError, ValueError) as exc:
-            self._abort()
-            raise HTTPError(f"connection closed mid-body ({type(exc).__name__})") from None
+            raise self._broken(exc) from None
 
     def _finish(self) -> None:
         if self._done:
@@ -170,27 +210,50 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: list[Connection] = []
+        self._busy: set[Connection] = set()
         self._slots = asyncio.Semaphore(size)
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def _connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        protocol = _Protocol(reader, loop)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
+                transport, _ = await loop.create_connection(
+                    lambda: protocol,
                     self.host,
                     self.port,
                     ssl=self.tls,
                     server_hostname=self.host if self.tls else None,
-                    limit=MAX_HEAD,
                 )
         except TimeoutError:
             raise HTTPError(f"connect to {self.host}:{self.port} timed out") from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise HTTPError(f"cannot connect to {self.host}:{self.port}: {reason}") from None
-        return Connection(reader, writer)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return Connection(reader, writer, protocol)
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.read_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self._busy):
+                if now - max(conn.active, conn.protocol.last_rx) > self.read_timeout:
+                    conn.timed_out = True
+                    self._busy.discard(conn)
+                    conn.writer.transport.abort()  # the pending read fails at once
 
     def release(self, conn: Connection, *, reusable: bool) -> None:
-        if reusable and not conn.reader.at_eof():
+        self._busy.discard(conn)
+        if reusable and not conn.timed_out and not conn.reader.at_eof():
             self._idle.append(conn)
         else:
             conn.close()
@@ -201,7 +264,7 @@ class Pool:
         method: str,
         target: str,
         headers: dict[str, str],
-        body: bytes | memoryview = b"",
+        body: bytes | memoryview | BodyStream = b"",
     ) -> Response:
         """Send one request; the caller must read the body or `release()` the response."""
         await self._slots.acquire()
@@ -211,43 +274,79 @@ class Pool:
             self._slots.release()
             raise
 
+    async def _send_body(self, conn: Connection, body: bytes | memoryview | BodyStream) -> None:
+        """A large or streamed body, slice by slice, draining between slices: the transport
+        never buffers a second copy of it, and every slice sent counts as progress."""
+        loop = asyncio.get_running_loop()
+        if isinstance(body, BodyStream):
+            sent = 0
+            async for chunk in body.chunks:
+                sent += len(chunk)
+                if sent > body.length:
+                    break
+                conn.writer.write(chunk)
+                await conn.writer.drain()
+                conn.active = loop.time()
+            if sent != body.length:
+                raise HTTPError(f"request body was {sent} bytes, not the {body.length} announced")
+            return
+        view = memoryview(body)
+        for start in range(0, len(view), WRITE_SLICE):
+            conn.writer.write(view[start : start + WRITE_SLICE])
+            await conn.writer.drain()
+            conn.active = loop.time()
+
     async def _request(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | memoryview | BodyStream,
     ) -> Response:
+        streamed = isinstance(body, BodyStream)
+        length = body.length if isinstance(body, BodyStream) else len(body)
         head = [f"{method} {target} HTTP/1.1\r\n"]
         head += [f"{k}: {v}\r\n" for k, v in headers.items()]
-        if body or method in ("PUT", "POST"):
-            head.append(f"Content-Length: {len(body)}\r\n")
+        if length or method in ("PUT", "POST"):
+            head.append(f"Content-Length: {length}\r\n")
         head.append("\r\n")
         raw_head = "".join(head).encode("utf-8")
+        self._ensure_watchdog()
+        loop = asyncio.get_running_loop()
         # A pooled connection may have been closed by the server while idle: retry once
         # on a fresh one before reporting a failure (the request was never processed).
+        # Not for a streamed body: its chunks cannot be produced twice.
         while True:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
+            conn.active = loop.time()
+            self._busy.add(conn)
             try:
-                if body and len(body) <= SMALL_BODY:
+                if not streamed and length <= SMALL_BODY:
                     conn.writer.write(raw_head + body)  # one syscall for a small request
                 else:
                     conn.writer.write(raw_head)
-                    # In slices, draining between them: the transport never buffers a
-                    # second copy of a large body.
-                    view = memoryview(body)
-                    for start in range(0, len(view), WRITE_SLICE):
-                        conn.writer.write(view[start : start + WRITE_SLICE])
-                        await conn.writer.drain()
+                    await self._send_body(conn, body)
                 await conn.writer.drain()
-                async with asyncio.timeout(self.read_timeout):
-                    status, reason, resp_headers = await _read_head(conn.reader)
-            except (OSError, asyncio.IncompleteReadError, HTTPError, TimeoutError) as exc:
+                status, reason, resp_headers = await _read_head(conn.reader)
+            except (OSError, asyncio.IncompleteReadError, HTTPError) as exc:
+                self._busy.discard(conn)
                 conn.close()
-                if reused:
+                if conn.timed_out:
+                    raise HTTPError(
+                        f"no response from {self.host}:{self.port} in {self.read_timeout:g} s"
+                    ) from None
+                if reused and not streamed:
                     continue
-                if isinstance(exc, TimeoutError):
-                    raise HTTPError(f"no response from {self.host}:{self.port} in time") from None
+                if isinstance(exc, HTTPError):
+                    raise
                 raise HTTPError(
                     f"connection to {self.host}:{self.port} failed ({type(exc).__name__})"
                 ) from None
+            except BaseException:
+                self._busy.discard(conn)
+                conn.close()
+                raise
             break
         resp = Response(status, reason, resp_headers, conn, self)
         resp._keep_alive = resp_headers.get("connection", "").lower() != "close"
@@ -269,6 +368,9 @@ class Pool:
         return resp
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for conn in self._idle:
             conn.close()
         self._idle.clear()

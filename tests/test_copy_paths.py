@@ -1,0 +1,155 @@
+"""The three ways an object is copied (read whole, streamed, in parts) and the HTTP
+watchdog, against real SeaweedFS servers; a source that lies about its content and a
+server that stalls mid-body are played by tiny asyncio servers of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+from helpers import seed
+
+from blobshift.copy import MIB, CopyOptions, IntegrityError, copy_object
+from blobshift.ratelimit import Limits
+from blobshift.s3.client import S3Client
+from blobshift.s3.http import HTTPError
+from blobshift.settings import StoreSettings
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def client(server, bucket: str, *, read_timeout: float = 60) -> S3Client:
+    store = StoreSettings(
+        name=f"{server.ip} store",
+        url=server.url,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        bucket=bucket,
+        config={"signature_version": "s3v4", "read_timeout": read_timeout},
+    )
+    return S3Client(store)
+
+
+def fake_store(port: int, bucket: str = "b", read_timeout: float = 60) -> S3Client:
+    store = StoreSettings(
+        name="fake store",
+        url=f"http://127.0.0.1:{port}",
+        access_key="K",
+        secret_key="S",
+        bucket=bucket,
+        config={"signature_version": "s3v4", "read_timeout": read_timeout},
+    )
+    return S3Client(store)
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def copy(old: S3Client, new: S3Client, key: str) -> int:
+    try:
+        return await copy_object(old, new, key, Limits(), CopyOptions())
+    finally:
+        old.close()
+        new.close()
+
+
+def test_medium_object_is_streamed_into_one_put_checked_by_the_source_etag(
+    old_server, new_server, buckets
+):
+    old_b, new_b = buckets
+    body = os.urandom(3 * MIB + 5)
+    seed(old_server, old_b, {"medium.bin": body}, ContentType="application/x-m")
+    copied = asyncio.run(copy(client(old_server, old_b), client(new_server, new_b), "medium.bin"))
+    assert copied == len(body)
+    head = new_server.client().head_object(Bucket=new_b, Key="medium.bin")
+    # One PUT: the stored ETag is the content's MD5, not a multipart ETag.
+    assert head["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+    assert head["ContentType"] == "application/x-m"
+
+
+def test_source_uploaded_in_parts_is_copied_in_parts(old_server, new_server, buckets):
+    old_b, new_b = buckets
+    body = os.urandom(6 * MIB)
+    old_server.client().upload_fileobj(
+        io.BytesIO(body),
+        old_b,
+        "parts.bin",
+        Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB),
+    )
+    assert "-" in old_server.client().head_object(Bucket=old_b, Key="parts.bin")["ETag"]
+    asyncio.run(copy(client(old_server, old_b), client(new_server, new_b), "parts.bin"))
+    got = new_server.client().get_object(Bucket=new_b, Key="parts.bin")
+    # Its ETag is no MD5, so it cannot vouch for a streamed PUT: parts hashed here.
+    assert got["ETag"].strip('"').endswith("-1")
+    assert got["Body"].read() == body
+
+
+def test_streamed_body_that_differs_from_the_source_etag_is_refused(new_server, buckets):
+    _, new_b = buckets
+    body = os.urandom(2 * MIB)
+    wrong_etag = hashlib.md5(body + b"x").hexdigest()
+
+    async def lying_source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f'HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: "{wrong_etag}"\r\n\r\n'
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> None:
+        async with serving(lying_source) as port:
+            with pytest.raises(IntegrityError, match="does not match the source ETag"):
+                await copy(fake_store(port), client(new_server, new_b), "lie.bin")
+
+    asyncio.run(run())
+    listed = new_server.client().list_objects_v2(Bucket=new_b).get("KeyCount", 0)
+    assert listed == 0  # the new store refused the body: nothing half-written
+
+
+def test_a_body_that_stops_half_way_times_out(tmp_path):
+    async def stalling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        await asyncio.sleep(30)  # never sends the rest
+
+    async def run() -> float:
+        async with serving(stalling) as port:
+            store = fake_store(port, read_timeout=1)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            resp = await store.get("k")
+            with pytest.raises(HTTPError, match="sent nothing for 1 s mid-body"):
+                await resp.read()
+            store.close()
+            return loop.time() - started
+
+    elapsed = asyncio.run(run())
+    assert 1 <= elapsed < 5
+
+
+def test_a_server_that_never_answers_times_out():
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)
+
+    async def run() -> None:
+        async with serving(silent) as port:
+            store = fake_store(port, read_timeout=1)
+            with pytest.raises(HTTPError, match="no response from 127.0.0.1:.* in 1 s"):
+                await store.request("GET", "k")
+            store.close()
+
+    asyncio.run(run())
