@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> list[str]:
             lab.new_store("dst-profile"),
         )
         migrate = blobshift_argv(
-            "migrate-backend", settings, args.workers, "--log-dir", str(root / "logs")
+            "migrate-backend",
+            settings,
+            args.workers,
+            "--log-dir",
+            str(root / "logs"),
+            *args.extra,
         )
         if args.command == "verify":
             subprocess.run(migrate, check=True, capture_output=True, env=child_env())
@@ -100,6 +105,7 @@ def main() -> int:
         "but descheduled (the servers share the cores)",
     )
     p.add_argument("--save", type=Path, help="keep the collapsed stacks here")
+    p.add_argument("extra", nargs="*", help="more migrate-backend flags (after --)")
     args = p.parse_args()
     for line in run(args):
         print(line)

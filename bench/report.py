@@ -153,7 +153,7 @@ def case_table(runs: list[Run], sig: str) -> list[str]:
 
 
 def _pairs() -> list[tuple[str, str]]:
-    return [(c, RC) for c in ("small", "large", "mixed", "rerun")] + [
+    return [(c, RC) for c in ("small", "large", "large-parts", "mixed", "rerun")] + [
         ("rerun", RC_SUM),
         ("verify", RC),
         ("memory", RC),
@@ -218,6 +218,13 @@ def targets(runs: list[Run], sig: str) -> list[Target]:
         Target("small blobs: objects/s blobshift/rclone", r("small", "ops"), 1.5, True, "x"),
         Target("small blobs: blobshift client CPU per object", small_cpu, 0.5, False, " ms"),
         Target("large blobs: MB/s blobshift/rclone", r("large", "mbps"), 1.0, True, "x"),
+        Target(
+            "large blobs in 8 MiB parts: MB/s blobshift/rclone",
+            r("large-parts", "mbps"),
+            1.0,
+            True,
+            "x",
+        ),
         Target(
             "re-run over a complete destination: blobshift/rclone",
             r("rerun", "ops"),
