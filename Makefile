@@ -31,7 +31,13 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-test: lint lint-runbook pytest bench-smoke test-ansible test-modules
+test: lint lint-runbook pytest bench-smoke test-ansible test-modules reliability-doc
+
+# docs/RELIABILITY.md, from the battery's figures the three pytest runs above recorded in
+# build/reliability/ (tests marked `reliability`) and from the soak runs' history.
+.PHONY: reliability-doc
+reliability-doc: $(STAMP)
+	$(BIN)/python -m blobshift.lab.reliability_doc
 
 # The Ansible side (issue 3): yamllint + ansible-lint (production profile), the molecule
 # scenarios of the state table in order (state1 starts from a clean lab, state5 removes
