@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 MAX_HEAD = 256 * 1024
 SMALL_BODY = 64 * 1024
 WRITE_SLICE = 256 * 1024
+# A streamed body cannot be sent twice, so it avoids pooled connections idle this long
+# (seconds): the server may have closed them, and that shows only once the body is gone.
+STREAM_MAX_IDLE = 2.0
 
 
 class HTTPError(ConnectionError):
@@ -319,6 +322,10 @@ class Pool:
         while True:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
+            last_used = max(conn.active, conn.protocol.last_rx)
+            if reused and streamed and loop.time() - last_used > STREAM_MAX_IDLE:
+                conn.close()
+                reused, conn = False, await self._connect()
             conn.active = loop.time()
             self._busy.add(conn)
             try:
