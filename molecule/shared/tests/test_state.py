@@ -107,7 +107,7 @@ def test_sites_and_upstreams():
         "least_conn;",
         "proxy_set_header Host $http_host;",
         "proxy_request_buffering off;",
-        "proxy_next_upstream error timeout http_403;",
+        "proxy_next_upstream error timeout http_502 http_504 http_403;",
         "proxy_next_upstream_tries 3;",
         "client_max_body_size 9M;",
         "server_tokens off;",

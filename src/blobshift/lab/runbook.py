@@ -37,6 +37,7 @@ LOG_DIR = LAB_DIR / "migration-logs"
 NEW_TLS_URL = "https://127.0.0.3:9110"
 NEW_CA = LAB_DIR / "s3-new" / "tls" / "ca.pem"
 PROXY = ("127.0.0.1", 8080)
+RUN_MARKER = "BLOBSHIFT_LAB_RUN"
 TEMP_PROXY = ("127.0.0.1", 8081)
 
 
@@ -49,6 +50,8 @@ class Runbook:
     env: dict[str, str] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     last_recap: list[str] = field(default_factory=list)
+    # Added to every ansible-playbook command (e.g. -vvv --diff, for the secrets audit).
+    ansible_flags: list[str] = field(default_factory=list)
 
     @property
     def inventory(self) -> Path:
@@ -76,6 +79,9 @@ class Runbook:
                 REPO / "environments" / "local" / "LAB-ONLY-vault-password.txt"
             ),
             "ANSIBLE_FORCE_COLOR": "0",
+            # Inherited by every process the run starts (ansible, its modules, the lab's
+            # servers, the app, the backfill): lets an audit of `ps` tell them apart.
+            RUN_MARKER: str(self.out),
         }
 
     def phase(self, name: str) -> None:
@@ -83,7 +89,14 @@ class Runbook:
         (APP_DIR / "phase").write_text(name + "\n")
 
     def play(self, title: str, playbook: str, *extra: str) -> None:
-        cmd = ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{playbook}", *extra]
+        cmd = [
+            "ansible-playbook",
+            "-i",
+            str(self.inventory),
+            f"playbooks/{playbook}",
+            *self.ansible_flags,
+            *extra,
+        ]
         print(f"\n== {title}\n$ {' '.join(cmd)}", flush=True)
         started = time.monotonic()
         log = self.out / "ansible" / f"{len(self.steps):02d}-{playbook.removesuffix('.yml')}.log"
@@ -138,6 +151,77 @@ def listening(addr: tuple[str, int]) -> bool:
         return False
 
 
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `check()` until it returns something true; that value. TimeoutError names `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+NGINX_PID = Path("/run/nginx.pid")
+
+
+def nginx_workers() -> set[int]:
+    """Pids of the system nginx's workers that serve (not those shutting down after a reload)."""
+    try:
+        master = int(NGINX_PID.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return set()
+    workers = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == master and title == b"nginx: worker process":
+            workers.add(int(entry.name))
+    return workers
+
+
+def reload_nginx(timeout: float = 30.0) -> float:
+    """`nginx -s reload`, then wait until it is taken: a new set of workers serves. Seconds."""
+    before = nginx_workers()
+    started = time.monotonic()
+    subprocess.run(["nginx", "-s", "reload"], check=True, capture_output=True, timeout=timeout)
+    wait_until(
+        lambda: (now := nginx_workers()) and not (now & before), timeout, "nginx reload taken"
+    )
+    return time.monotonic() - started
+
+
+def app_stats() -> dict[str, Any]:
+    return read_json(APP_DIR / "stats.json") or {}
+
+
+def phase_counts(phase: str) -> dict[str, int]:
+    return dict(app_stats().get("phases", {}).get(phase, {}))
+
+
+def wait_app_requests(phase: str, n: int, timeout: float = 120.0) -> dict[str, int]:
+    """Wait until the app counted `n` requests in `phase`; its counts there."""
+    return wait_until(
+        lambda: (c := phase_counts(phase)).get("requests", 0) >= n and c,
+        timeout,
+        f"{n} app requests in phase {phase}",
+    )
+
+
+def end_phase(rb: Runbook, phase: str, following: str, timeout: float = 60.0) -> dict[str, int]:
+    """Move the app to phase `following`; the final counts of `phase` (once the app wrote
+    its figures after the switch: no request of `phase` is still in flight)."""
+    rb.phase(following)
+    wait_app_requests(following, 1, timeout)
+    return phase_counts(phase)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -149,56 +233,68 @@ def new_store_direct(target: str, settings: StoreSettings) -> StoreSettings:
     return replace(settings, url="http://127.0.0.3:9100")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+# Seconds between the backfill playbook's looks at its job (its default, 30, is for days).
+POLL = ["-e", "blob_migration_poll_delay=2"]
+
+
+def begin(args: argparse.Namespace) -> tuple[Runbook, dict[str, Any]]:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rb = Runbook(out, args.target, args.blobs, args.rate)
+    rb.ansible_flags = list(getattr(args, "ansible_flags", None) or [])
     rb.prepare_env()
-    report: dict[str, Any] = {"started": utc_iso(), "target": args.target}
-    external = ["-e", f"new_store_url={NEW_TLS_URL}"] if args.target == "external" else []
-    tls = ["-e", "lab_new_tls=true"] if args.target == "external" else []
+    return rb, {"started": utc_iso(), "target": args.target}
 
+
+def external_args(target: str) -> list[str]:
+    return ["-e", f"new_store_url={NEW_TLS_URL}"] if target == "external" else []
+
+
+def lab_up(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
+    """A clean lab: down, then up with the seed data and the app serving."""
+    tls = ["-e", "lab_new_tls=true"] if rb.target == "external" else []
+    up = ["-e", f"lab_seed_blobs={rb.blobs}", "-e", f"lab_rate={rb.rate}", *tls]
     rb.play("lab down (a clean start)", "lab.yml", "-e", "lab_state=absent")
     rb.phase("lab-up")
-    rb.play(
-        "lab up: S3 clusters, proxy, settings, seed data, the app",
-        "lab.yml",
-        "-e",
-        f"lab_seed_blobs={args.blobs}",
-        "-e",
-        f"lab_rate={args.rate}",
-        *tls,
-    )
+    rb.play("lab up: S3 clusters, proxy, settings, seed data, the app", "lab.yml", *up)
     report["blobs_in_old_at_start"] = len(read_json(APP_DIR / "seed-digests.json") or {})
-    if args.drill:
-        rb.play(
-            "lab up again: nothing to change",
-            "lab.yml",
-            "-e",
-            f"lab_seed_blobs={args.blobs}",
-            "-e",
-            f"lab_rate={args.rate}",
-            *tls,
-        )
+    if drill:
+        rb.play("lab up again: nothing to change", "lab.yml", *up)
         report["lab_idempotent"] = all(" changed=0 " in line for line in rb.last_recap)
     rb.play("status", "status.yml")
 
+
+def phase1(rb: Runbook, *, drill: bool = False) -> None:
+    external = external_args(rb.target)
     rb.phase("phase1")
     rb.play("phase 1: send new writes to the new store", "phase1_send_writes_to_new.yml", *external)
-    if args.drill:
+    if drill:
         # Rollback drill: undo phase 1 (the app's new blobs are copied back), then redo it.
         rb.phase("rollback1")
         rb.play("rollback: back to steady", "rollback_to_steady.yml")
         rb.phase("phase1-again")
         rb.play("phase 1 again", "phase1_send_writes_to_new.yml", *external)
+
+
+def phase2(
+    rb: Runbook, report: dict[str, Any], *extra: str, title: str = "phase 2: backfill"
+) -> None:
     rb.phase("phase2")
-    summary = out / "backfill-summary.json"
+    summary = rb.out / "backfill-summary.json"
     rb.play(
-        "phase 2: backfill", "phase2_backfill.yml", "-e", f"blob_migration_summary_file={summary}"
+        title,
+        "phase2_backfill.yml",
+        "-e",
+        f"blob_migration_summary_file={summary}",
+        *POLL,
+        *extra,
     )
     report["backfill"] = read_json(summary)
+
+
+def phase3(rb: Runbook, report: dict[str, Any]) -> None:
     rb.phase("phase3")
-    checked = out / "check-blob-logs.json"
+    checked = rb.out / "check-blob-logs.json"
     rb.play(
         "phase 3: check the logs (migrate what is still in old)",
         "phase3_check_logs.yml",
@@ -210,6 +306,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"blob_log_check_keys_from={APP_DIR / 'manifest.jsonl'}",
     )
     report["check_blob_logs"] = read_json(checked)
+
+
+def phase4(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
     rb.phase("phase4")
     verify_report = LOG_DIR / "verify-report-demo.json"
     rb.play(
@@ -219,13 +318,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"blob_migration_verify_report={verify_report}",
     )
     report["verify"] = verify_summary(verify_report)
-    if args.drill and args.target == "riakcs":
+    if drill and rb.target == "riakcs":
         rb.phase("rollback2")
         rb.play("rollback: flipping back to migrating", "rollback_to_migrating.yml")
         rb.phase("phase4-again")
         # Blobs the app deleted while flipped are still in the old cluster: the operator
         # (here, the app's own ledger) lists them as accepted, and the report keeps them.
-        accepted = out / "accepted-as-deleted.txt"
+        accepted = rb.out / "accepted-as-deleted.txt"
         accepted.write_text("".join(k + "\n" for k in deleted_by_app(APP_DIR)))
         rb.play(
             "phase 4 again",
@@ -238,9 +337,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["verify_before_rollback"] = report["verify"]
         report["verify"] = verify_summary(verify_report)
 
-    if args.target == "riakcs":
+
+def phase5(rb: Runbook) -> None:
+    if rb.target == "riakcs":
         rb.phase("phase5")
         rb.play("phase 5: clean up", "phase5_cleanup.yml")
+
+
+def finish(rb: Runbook, report: dict[str, Any], *, keep: bool = False) -> None:
+    """After the phases: the app's figures, the audit, the proxy's ports; the lab down."""
     rb.phase("after")
     rb.play("status", "status.yml")
     # The app keeps serving; let it record some requests after the last phase.
@@ -266,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     final = load_settings(APP_DIR / "localsettings.py")
     expected = expected_blobs(APP_DIR)
     through_app = asyncio.run(missing_or_different(final.new, expected))
-    direct = asyncio.run(missing_or_different(new_store_direct(args.target, final.new), expected))
+    direct = asyncio.run(missing_or_different(new_store_direct(rb.target, final.new), expected))
     report["audit"] = {
         "expected": len(expected),
         "missing_through_app_settings": len(through_app),
@@ -278,8 +383,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["proxy"] = {"8080_listening": listening(PROXY), "8081_listening": listening(TEMP_PROXY)}
     report["steps"] = rb.steps
     report["finished"] = utc_iso()
-    if not args.keep:
+    if not keep:
         rb.play("lab down", "lab.yml", "-e", "lab_state=absent")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rb, report = begin(args)
+    lab_up(rb, report, drill=args.drill)
+    phase1(rb, drill=args.drill)
+    phase2(rb, report)
+    phase3(rb, report)
+    phase4(rb, report, drill=args.drill)
+    phase5(rb)
+    finish(rb, report, keep=args.keep)
     return report
 
 
@@ -334,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
     parser.add_argument(
         "--drill", action="store_true", help="also roll back phase 1 and the flip, and redo them"
+    )
+    parser.add_argument(
+        "--ansible-flag",
+        dest="ansible_flags",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="add FLAG to every ansible-playbook command (repeatable; e.g. -vvv, --diff)",
     )
     args = parser.parse_args(argv)
     try:

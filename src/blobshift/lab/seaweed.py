@@ -114,6 +114,12 @@ class SeaweedServer:
             "admin.port.grpc": b + 9,
         }
 
+    @property
+    def filer_address(self) -> str:
+        """`ip:port.grpcport` of this server's filer, for a `SeaweedGateway` of the cluster."""
+        p = self.ports()
+        return f"{self.ip}:{p['filer.port']}.{p['filer.port.grpc']}"
+
     def command(self) -> list[str]:
         identities = self.data_dir / "identities.json"
         args = [
@@ -251,6 +257,41 @@ class SeaweedServer:
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()
         self.start(timeout)
+
+
+@dataclass
+class SeaweedGateway(SeaweedServer):
+    """A second S3 node of a cluster: a `weed s3` gateway on the filer of a `weed mini`.
+
+    It serves the same data as the mini's own S3 port (both read and write through the
+    one filer), on its own address and port, as a second Riak CS node behind the proxy
+    does. `filer` is the mini's `ip:port.grpcport` (see `SeaweedServer.filer_address`).
+    """
+
+    filer: str = ""
+
+    def ports(self) -> dict[str, int]:
+        return {"port": self.base_port, "port.grpc": self.base_port + 5}
+
+    def command(self) -> list[str]:
+        if not self.filer:
+            raise ValueError("a SeaweedGateway needs the filer address of its cluster")
+        args = [
+            weed_binary(),
+            "s3",
+            f"-filer={self.filer}",
+            f"-ip={self.ip}",
+            f"-ip.bind={self.ip}",
+            # Their defaults (8181, 9101) clash with other lab listeners.
+            "-port.lance=0",
+            "-port.iceberg=0",
+            f"-config={self.data_dir / 'identities.json'}",
+        ]
+        args += [f"-{name}={port}" for name, port in self.ports().items()]
+        if self.tls is not None:
+            cert, key = self.tls
+            args += [f"-cert.file={cert}", f"-key.file={key}", f"-port.https={self.https_port}"]
+        return args
 
 
 @contextmanager
