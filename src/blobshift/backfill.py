@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,10 @@ from blobshift.runfiles import (
     RunFileError,
     RunLock,
     RunPaths,
+    is_sealed,
+    log_dir_writes,
+    logged_keys,
+    sealed,
     summary_path,
     utc_iso,
     write_json_atomic,
@@ -153,6 +158,9 @@ class Backfill:
         self._fatal: BaseException | None = None
         self._copy_retries = 0
         self._clients: tuple[S3Client, ...] = ()
+        # Keys in this checkpoint's earlier logs: a resume does not log them again.
+        self._logged_before: set[str] = set()
+        self._relogged = 0
 
     # -- identity of what is enumerated: a checkpoint is only valid for the same one --
 
@@ -166,9 +174,37 @@ class Backfill:
         assert old is not None
         return f"listing:{old.url}/{old.bucket}:prefix={self.opts.prefix}"
 
+    def _previous_status(self) -> dict[str, Any] | None:
+        """The last run's status file, reporting (not trusting) a garbled one: it is only
+        for watchers, the checkpoint alone decides where to resume."""
+        path = self.paths.status
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raw = exc
+        if not is_sealed(raw) or not isinstance(raw.get("position"), str):
+            self.out.line(
+                f"status file {path} is unreadable, truncated or was edited (checksum "
+                "mismatch): ignored and rewritten; where to resume comes from the checkpoint"
+            )
+            return None
+        return raw
+
     def _load_checkpoint(self) -> Checkpoint:
         source, shard = self._source_id(), str(self.opts.shard)
+        status = None if self.opts.dry_run else self._previous_status()
         cp = None if self.opts.reset else Checkpoint.load(self.paths.checkpoint)
+        if cp is None and not self.opts.reset and status and status.get("position"):
+            # A previous run saved progress, but its checkpoint is gone: starting over
+            # silently would hide that (and redo days of listing).
+            raise RunFileError(
+                f"checkpoint {self.paths.checkpoint} is missing, but status file "
+                f"{self.paths.status} shows a run that got to {status['position']!r}: "
+                "restore the checkpoint, or re-run with --reset to start a new pass "
+                "(present blobs are skipped)"
+            )
         if cp is not None and (cp.source != source or cp.shard != shard):
             raise RunFileError(
                 f"checkpoint {self.paths.checkpoint} belongs to another run "
@@ -187,19 +223,19 @@ class Backfill:
     # -- the run ------------------------------------------------------------------
 
     async def run(self) -> BackfillResult:
-        self.opts.log_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(self.paths.lock):
-            return await self._run_locked()
-
-    async def _run_locked(self) -> BackfillResult:
-        cp = self._load_checkpoint()
+        # Bad input (manifest, stores) is refused before the log dir is touched.
         if self.opts.keys_from is not None:
             self._total = scan_manifest(self.opts.keys_from)
         async with open_stores(self.settings, self.opts.num_workers) as (old, new):
             await preflight(old, new, settings_path=self.settings.path)
-            if self.opts.dry_run:
-                return await self._dry_run(old, new, cp)
-            return await self._copy_run(old, new, cp)
+            with contextlib.ExitStack() as held:
+                with log_dir_writes(self.opts.log_dir, "lock file"):
+                    self.opts.log_dir.mkdir(parents=True, exist_ok=True)
+                    held.enter_context(RunLock(self.paths.lock))
+                cp = self._load_checkpoint()
+                if self.opts.dry_run:
+                    return await self._dry_run(old, new, cp)
+                return await self._copy_run(old, new, cp)
 
     def _source(self, old: S3Client, new: S3Client, cp: Checkpoint) -> AsyncIterator[Any]:
         if self.opts.keys_from is not None:
@@ -231,8 +267,11 @@ class Backfill:
     async def _copy_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
         self._clients = (old, new)
         log_path = self.paths.new_log()
-        self._log = MissingLog(log_path)
-        self.out.tee_to(summary_path(log_path))
+        if not cp.complete and cp.position:
+            self._logged_before = logged_keys(Path(p) for p in cp.logs)
+        with log_dir_writes(self.opts.log_dir, "missing-blob log"):
+            self._log = MissingLog(log_path)
+            self.out.tee_to(summary_path(log_path))
         cp.logs.append(str(log_path))
         self._checkpoint = cp
         self._totals_before = dict(cp.totals)
@@ -376,25 +415,31 @@ class Backfill:
 
     def _record(self, work: Work, error: str) -> None:
         assert self._log is not None
+        self.counts.logged += 1
+        if work.key in self._logged_before:
+            self._relogged += 1  # redone after a crash: its line is in an earlier log
+            return
         record: dict[str, Any] = {"blob_key": work.key, "error": error, "size": work.size}
         if work.meta:
             record.update(work.meta)
-        self._log.write(record)
-        self.counts.logged += 1
+        with log_dir_writes(self.opts.log_dir, "missing-blob log"):
+            self._log.write(record)
 
     def _advance_checkpoint(self, final: bool = False) -> None:
         position = self._chunks.advance()
         if (position is None and not final) or self._checkpoint is None or self.opts.dry_run:
             return
         assert self._log is not None
-        self._log.sync()  # the log must hold every failure the checkpoint moves past
+        with log_dir_writes(self.opts.log_dir, "missing-blob log"):
+            self._log.sync()  # the log must hold every failure the checkpoint moves past
         cp = self._checkpoint
         if position is not None:
             cp.position = position
         cp.complete = final
         run = self.counts.as_dict()
         cp.totals = {k: self._totals_before.get(k, 0) + v for k, v in run.items()}
-        cp.save(self.paths.checkpoint)
+        with log_dir_writes(self.opts.log_dir, "checkpoint"):
+            cp.save(self.paths.checkpoint)
 
     # -- progress and status --------------------------------------------------------
 
@@ -446,7 +491,7 @@ class Backfill:
             status["error"] = error
         # The status is for watchers; a full disk is reported by the checkpoint write.
         with contextlib.suppress(OSError):
-            write_json_atomic(self.paths.status, status, durable=False)
+            write_json_atomic(self.paths.status, sealed(status), durable=False)
 
     def _finish(self, log_path: Path, complete: bool) -> BackfillResult:
         self._count_retries()
@@ -462,9 +507,13 @@ class Backfill:
             f"in {elapsed:.1f}s ({rate_text(done, c.bytes, elapsed, None)})"
         )
         if c.logged:
+            where = str(log_path)
+            if self._relogged:
+                where += f" ({self._relogged} of them, redone after a crash, in earlier logs)"
+            logs = " ".join(cp.logs) if self._relogged else str(log_path)
             self.out.line(
-                f"{c.logged} blobs could not be copied; they are listed in {log_path}; "
-                f"classify them with: blobshift check-blob-logs {log_path}"
+                f"{c.logged} blobs could not be copied; they are listed in {where}; "
+                f"classify them with: blobshift check-blob-logs {logs}"
             )
         else:
             self.out.line(f"no blob was logged; log: {log_path}")

@@ -8,6 +8,7 @@ deleted while the backfill ran); otherwise "Not found".
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,39 @@ CATEGORIES = (FOUND_NEW, FOUND_OLD, NOT_REFERENCED, NOT_FOUND)
 UNTYPED = "(no type)"
 
 
+class LogFormatError(ValueError):
+    """A missing-blob log holds a line that is not a record: refused before any work."""
+
+
+def validate_log(path: Path) -> None:
+    """Refuse a log with a line that is not a record. A last line without its newline is
+    a write torn by a crash or a full disk (its key was redone on resume): tolerated."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LogFormatError(f"{path}: cannot read log ({exc.strerror})") from None
+    lines = data.split(b"\n")
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip() or (lineno == len(lines) and raw):
+            continue  # blank, or the torn tail (data not ending in a newline)
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("blob_key"), str):
+            raise LogFormatError(
+                f"{path}:{lineno}: not a missing-blob record (one JSON object with "
+                '"blob_key" per line): pass only backfill logs, fix or delete that line, '
+                "or add --skip-malformed"
+            )
+
+
 @dataclass
 class CheckResult:
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     records: int = 0
     malformed: int = 0
+    duplicates: int = 0
     migrated: int = 0
     migrate_failed: int = 0
     not_found_keys: list[str] = field(default_factory=list)
@@ -52,6 +81,7 @@ class CheckResult:
         return {
             "records": self.records,
             "malformed": self.malformed,
+            "duplicates": self.duplicates,
             "migrated": self.migrated,
             "migrate_failed": self.migrate_failed,
             "by_type": self.by_type,
@@ -81,14 +111,20 @@ async def check_blob_logs(
 ) -> CheckResult:
     out = out or Output()
     result = CheckResult()
-    records: list[dict[str, Any]] = []
+    by_key: dict[str, dict[str, Any]] = {}
     for log in logs:
         recs, bad = read_log_records(log)
-        records += recs
+        for rec in recs:
+            # One blob logged by several runs (or passes) is one blob: classify it once.
+            result.duplicates += rec["blob_key"] in by_key
+            by_key.setdefault(rec["blob_key"], rec)
         result.malformed += bad
         if bad:
             out.line(f"{log}: {bad} malformed line(s) skipped")
+    records = list(by_key.values())
     result.records = len(records)
+    if result.duplicates:
+        out.line(f"{result.duplicates} key(s) logged more than once were checked once")
     referenced = manifest_keys(keys_from) if keys_from is not None else None
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
     limits, retry, copy_opts = Limits(), RetryPolicy(attempts=5), CopyOptions()

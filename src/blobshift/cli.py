@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from blobshift import __version__
 from blobshift.backfill import Backfill, BackfillOptions
-from blobshift.checklogs import check_blob_logs
+from blobshift.checklogs import LogFormatError, check_blob_logs, validate_log
 from blobshift.copy import CopyOptions
 from blobshift.progress import Output
 from blobshift.ratelimit import parse_size
-from blobshift.runfiles import LockedError, RunFileError
+from blobshift.runfiles import LockedError, LogDirError, RunFileError
 from blobshift.s3.client import S3Error
 from blobshift.s3.http import HTTPError
 from blobshift.settings import SettingsError, load_settings
@@ -38,7 +40,8 @@ EXIT_CODES = """exit codes:
   2    bad input: settings file, flags, manifest or checkpoint; nothing was changed
   3    a store failed its preflight (unreachable, credentials, bucket); nothing copied
   4    another backfill holds this shard's lock
-  5    the log dir cannot be written (disk full, permissions); progress is saved
+  5    the log dir cannot be written (disk full, permissions): the run stops with a
+       valid checkpoint; free space (or fix the mount) and re-run to resume
   130  stopped by operator (Ctrl-C / SIGTERM); progress is saved, re-run to resume
 """
 
@@ -50,6 +53,19 @@ MIGRATE_EXAMPLES = """examples:
   blobshift migrate-backend --settings localsettings.py --log-dir logs \\
       --keys-from manifest.jsonl --max-rps 200 --bwlimit 20M
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (with where to look), not the whole usage block."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # So `--bwlimit -5M` reaches the size check ("must be positive") instead of
+        # being taken for an option ("expected one argument").
+        self._negative_number_matcher = re.compile(r"^-\.?\d\S*$")
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -73,6 +89,8 @@ def _positive_float(text: str) -> float:
 
 
 def _size(text: str) -> int:
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     try:
         value = parse_size(text)
     except ValueError as exc:
@@ -90,14 +108,16 @@ def _shard(text: str) -> Shard:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="blobshift",
         description="Move a blob store between S3 backends while the app keeps serving.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"blobshift {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def add(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
         p = sub.add_parser(
@@ -209,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="current manifest: a logged key absent from it is 'Not referenced'",
     )
     c.add_argument("--json", type=Path, metavar="FILE", help="also write the counts as JSON")
+    c.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="skip lines that are not records instead of refusing the log",
+    )
 
     v = add(
         "verify",
@@ -233,12 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _must_be_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise SettingsError(f"{what} {path} is a directory: pass the file itself")
+    if not path.is_file():
+        raise SettingsError(f"{what} {path}: no such file: check the path")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
-    if getattr(args, "keys_from", None) is not None and not args.keys_from.is_file():
-        raise SettingsError(f"--keys-from {args.keys_from}: no such file")
+    if getattr(args, "keys_from", None) is not None:
+        _must_be_file(args.keys_from, "--keys-from")
     for log in getattr(args, "logs", None) or []:
-        if not log.is_file():
-            raise SettingsError(f"{log}: no such log file")
+        _must_be_file(log, "log")
+        if not args.skip_malformed:
+            validate_log(log)
     if getattr(args, "accept_missing", None) is not None and not args.accept_missing.is_file():
         raise SettingsError(f"--accept-missing {args.accept_missing}: no such file")
     if args.command == "migrate-backend":
@@ -318,12 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_paths(args)
         return asyncio.run(COMMANDS[args.command](args, out))
-    except (SettingsError, ManifestError) as exc:
+    except (SettingsError, ManifestError, LogFormatError) as exc:
         print(f"blobshift: error: {exc}", file=err)
         return EXIT_USAGE
     except LockedError as exc:
         print(f"blobshift: error: {exc}", file=err)
         return EXIT_LOCKED
+    except LogDirError as exc:
+        print(f"blobshift: error: {exc}", file=err)
+        return EXIT_IO
     except RunFileError as exc:
         print(f"blobshift: error: {exc}", file=err)
         return EXIT_USAGE

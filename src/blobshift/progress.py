@@ -3,6 +3,7 @@ and a tee of every message into the run's summary file."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,13 @@ class Output:
         self._clear_live()
         print(text, file=self.stream, flush=True)
         if self._summary is not None:
-            self._summary.write(f"{utc_iso()} {text}\n")
-            self._summary.flush()
+            try:
+                self._summary.write(f"{utc_iso()} {text}\n")
+                self._summary.flush()
+            except OSError:
+                # The summary is only a copy of this output: a full log dir must not turn
+                # a progress line into a crash (the log and checkpoint writes report it).
+                self._drop_summary()
 
     def live(self, text: str) -> None:
         """Redraw the TTY status line (not teed: it changes every half second)."""
@@ -56,11 +62,15 @@ class Output:
             self.stream.write("\r\x1b[2K")
             self._live = False
 
+    def _drop_summary(self) -> None:
+        if self._summary is not None:
+            with contextlib.suppress(OSError):
+                self._summary.close()
+            self._summary = None
+
     def close(self) -> None:
         self._clear_live()
-        if self._summary is not None:
-            self._summary.close()
-            self._summary = None
+        self._drop_summary()
 
 
 class Progress:

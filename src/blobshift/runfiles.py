@@ -7,12 +7,14 @@ of its own content, so a truncated or hand-edited file is detected rather than t
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +28,27 @@ class RunFileError(Exception):
 
 class LockedError(RunFileError):
     pass
+
+
+class LogDirError(RunFileError):
+    """The log dir cannot be written (full, read-only, permissions): the run stops."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def log_dir_writes(log_dir: Path, what: str) -> Iterator[None]:
+    """Turn an OSError of a write into the log dir into one operator-facing line."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        fix = "free space there" if exc.errno in FULL else "fix it (permissions, mount)"
+        raise LogDirError(
+            f"cannot write the {what} in log dir {log_dir} ({reason}): {fix}, then re-run "
+            "to resume; progress is saved up to the last checkpoint"
+        ) from None
 
 
 def utc_stamp(t: float | None = None) -> str:
@@ -46,12 +69,18 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+    except OSError:
+        # A half-written temp file would only take space (the real file is intact).
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     os.replace(tmp, path)
     if durable:
         _fsync_dir(path.parent)
@@ -59,6 +88,18 @@ def write_json_atomic(path: Path, data: dict[str, Any], *, durable: bool = True)
 
 def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` plus a checksum of itself, so an edit or a truncation shows."""
+    return {**body, "sha256": _digest(body)}
+
+
+def is_sealed(raw: object) -> bool:
+    if not isinstance(raw, dict) or "sha256" not in raw:
+        return False
+    body = {k: v for k, v in raw.items() if k != "sha256"}
+    return raw["sha256"] == _digest(body)
 
 
 @dataclass
@@ -184,9 +225,30 @@ class MissingLog:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        # On a full disk the buffered tail cannot be written: the checkpoint never moved
+        # past it, so those keys are redone (and logged again) on resume.
         with contextlib.suppress(OSError):
             self.sync()
-        self._fh.close()
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
+
+def logged_keys(paths: Iterable[Path]) -> set[str]:
+    """Keys already recorded in earlier logs (made durable first), so a resume that redoes
+    the chunks in flight does not log them twice. Missing logs are skipped."""
+    keys: set[str] = set()
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        records, _ = read_log_records(path)
+        keys.update(r["blob_key"] for r in records)
+    return keys
 
 
 def read_log_records(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -7,6 +7,7 @@ are never part of a message or a `repr`.
 
 from __future__ import annotations
 
+import difflib
 import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ def _store(path: Path, name: str, raw: object) -> StoreSettings:
     where = f"{path}: {name}"
     if not isinstance(raw, Mapping):
         raise SettingsError(f"{where} must be a dict, got {type(raw).__name__}")
+    known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+    for key in sorted(set(raw) - known):
+        # A misspelt key is the likely cause of a "missing" one: name it first.
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(known)}"
+        raise SettingsError(f"{where} has unknown key {key!r}: {hint}")
     for key, typ in REQUIRED_KEYS.items():
         if key not in raw:
             raise SettingsError(f"{where}[{key!r}] is missing: add it to the settings file")
@@ -94,12 +101,6 @@ def _store(path: Path, name: str, raw: object) -> StoreSettings:
         if key in raw and raw[key] is not None and not isinstance(raw[key], typ):
             names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
             raise SettingsError(f"{where}[{key!r}] must be {names}, got {type(raw[key]).__name__}")
-    unknown = set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
-    if unknown:
-        raise SettingsError(
-            f"{where} has unknown key(s) {sorted(unknown)}: expected {sorted(REQUIRED_KEYS)} "
-            f"and optionally {sorted(OPTIONAL_KEYS)}"
-        )
     url = raw["url"].rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{where}['url'] must start with http:// or https://")

@@ -37,7 +37,9 @@ class Shard:
         except ValueError:
             raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2 and 1/2") from None
         if n < 1 or not 0 <= i < n:
-            raise ValueError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+            raise ValueError(
+                f"--shard {text!r}: need N >= 1 and 0 <= I < N, e.g. 0/2 and 1/2 for two hosts"
+            )
         return cls(i, n)
 
     def owns(self, key: str) -> bool:
@@ -96,13 +98,18 @@ def scan_manifest(path: Path) -> int:
                     continue
                 if parse_manifest_line(line) is None:
                     raise ManifestError(
-                        f'{path}:{lineno}: not a JSON object with a non-empty "blob_key"'
+                        f'{path}:{lineno}: not a JSON object with a non-empty "blob_key": '
+                        "fix or delete that line (one JSON object per line)"
                     )
                 count += 1
     except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from None
+        raise ManifestError(
+            f"{path}: cannot read manifest ({exc.strerror}): check the --keys-from path"
+        ) from None
     except UnicodeDecodeError:
-        raise ManifestError(f"{path}: manifest is not UTF-8 text") from None
+        raise ManifestError(
+            f"{path}: manifest is not UTF-8 text: pass the JSON lines manifest file"
+        ) from None
     return count
 
 
