@@ -7,7 +7,8 @@
 # reuse it for an environment that holds real secrets.
 if [ -n "${BLOBSHIFT_VAULT_PASSWORD_FILE:-}" ]; then
     if [ ! -r "$BLOBSHIFT_VAULT_PASSWORD_FILE" ]; then
-        echo "BLOBSHIFT_VAULT_PASSWORD_FILE=$BLOBSHIFT_VAULT_PASSWORD_FILE is not a readable file" >&2
+        echo "BLOBSHIFT_VAULT_PASSWORD_FILE=$BLOBSHIFT_VAULT_PASSWORD_FILE is not a readable file:" \
+            "point it to the file holding this environment's vault password" >&2
         exit 1
     fi
     head -n 1 "$BLOBSHIFT_VAULT_PASSWORD_FILE"

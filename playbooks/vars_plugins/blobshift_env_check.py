@@ -4,8 +4,10 @@ ansible-core 2.19 reports a YAML error in group_vars without saying which file i
 This plugin runs before host_group_vars (see vars_plugins_enabled in ansible.cfg), parses
 every plain-text file of the inventory's group_vars/all/ (the environment's public.yml
 and friends, usually symlinks), and fails with the real path, line and column. Vault
-files are decrypted with the password given, to name the file when it is wrong (Ansible
-does not say which file either). It contributes no variables.
+files are decrypted with the password given, to name the file when it is wrong or when
+its decrypted content is malformed (Ansible does not say which file either; the content
+is never quoted); a `vault*` file that is not encrypted is refused. It contributes no
+variables.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ DOCUMENTATION = """
       - Parses the plain-text YAML files of the inventory's group_vars/all directory
         and fails naming the file (and the symlink pointing to it), the line and the
         column of the first error; tries to decrypt vault files, naming the file when the
-        password does not fit. Contributes no variables.
+        password does not fit or when the decrypted content is malformed (never quoting
+        it); refuses a vault file that is not encrypted. Contributes no variables.
     options:
       stage:
         ini:
@@ -55,29 +58,53 @@ def _check(path: str, loader) -> None:
         vault = getattr(loader, "_vault", None)
         if vault is not None and getattr(vault, "secrets", None):
             try:
-                vault.decrypt(data)
+                plain = vault.decrypt(data)
             except AnsibleError:
                 raise AnsibleParserError(
                     f"{real}{linked} could not be decrypted with the vault password given "
                     "(BLOBSHIFT_VAULT_PASSWORD_FILE or the prompt): wrong password for this "
                     "environment? Nothing was changed."
                 ) from None
+            # Ansible's own message for a malformed decrypted file names no file. Ours
+            # names it, with the line and column, and never quotes the (secret) content.
+            problem = _yaml_problem(plain, quote=False)
+            if problem:
+                raise AnsibleParserError(
+                    f"{real}{linked} decrypts, but its content is not valid YAML{problem}. "
+                    f"Fix it with `ansible-vault edit {real}`; nothing was changed."
+                )
+    elif any(os.path.basename(p).startswith("vault") for p in (path, real)):
+        # A vault file holds the environment's secrets: never in clear text on disk.
+        raise AnsibleParserError(
+            f"{real}{linked} is not encrypted, but a vault file holds the environment's "
+            f"secrets: run `ansible-vault encrypt {real}` (and rotate any secret it held "
+            "if it was ever committed); nothing was changed."
+        )
     else:
-        try:
-            yaml.load(data, Loader=_TolerantLoader)
-        except yaml.YAMLError as exc:
-            where = ""
-            mark = getattr(exc, "problem_mark", None)
-            if mark is not None:
-                where = f" at line {mark.line + 1}, column {mark.column + 1}"
-            problem = " ".join(
-                str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p
-            ) or str(exc)
+        problem = _yaml_problem(data, quote=True)
+        if problem:
             raise AnsibleParserError(
-                f"{real}{linked} is not valid YAML{where}: {problem}. Fix that file; "
-                "nothing was changed."
-            ) from None
+                f"{real}{linked} is not valid YAML{problem}. Fix that file; nothing was changed."
+            )
     _CHECKED[real] = mtime
+
+
+def _yaml_problem(data: bytes, *, quote: bool) -> str:
+    """'' if `data` parses, else ' at line L, column C: what is wrong'."""
+    try:
+        yaml.load(data, Loader=_TolerantLoader)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        # context/problem describe the YAML structure; str(exc) quotes the file's text,
+        # which is allowed for a plain file only.
+        problem = " ".join(
+            str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p
+        ) or (str(exc) if quote else "malformed YAML")
+        return f"{where}: {problem}"
+    return ""
 
 
 class VarsModule(BaseVarsPlugin):

@@ -48,6 +48,8 @@ class Env:
     webworkers: list[str] = field(default_factory=lambda: ["lab-app ansible_host=127.0.0.1"])
     secrets: dict = field(default_factory=lambda: dict(SECRETS))
     password_file: Path = LAB_PASSWORD
+    # The vault's clear text, when it is not `{secrets: ...}` (malformed-input cases).
+    vault_text: str | None = None
 
     @property
     def inventory(self) -> Path:
@@ -73,7 +75,13 @@ class Env:
             "TEMP_RIAKCS_PROXY": temp,
         }
 
-    def write(self, *, public_text: str | None = None, encrypt: bool = True) -> None:
+    def write(
+        self,
+        *,
+        public_text: str | None = None,
+        encrypt: bool = True,
+        vault_text: str | None = None,
+    ) -> None:
         self.env_dir.mkdir(parents=True, exist_ok=True)
         gv = self.inventory / "group_vars" / "all"
         gv.mkdir(parents=True, exist_ok=True)
@@ -94,7 +102,9 @@ class Env:
             public_text if public_text is not None else yaml.safe_dump(self.public)
         )
         vault = self.env_dir / "vault.yml"
-        plain = yaml.safe_dump({"secrets": self.secrets})
+        if vault_text is None:
+            vault_text = self.vault_text
+        plain = vault_text if vault_text is not None else yaml.safe_dump({"secrets": self.secrets})
         if not encrypt:
             vault.write_text(plain)
             return
@@ -155,6 +165,35 @@ class Env:
                     out[str(p)] = hashlib.sha256(data).hexdigest()
         return out
 
+    def nginx_pids(self) -> list[int]:
+        """This env's nginx: the master (from its pid file) and its workers."""
+        try:
+            master = int((self.sites / "nginx.pid").read_text().strip())
+        except (OSError, ValueError):
+            return []
+        pids = [master] if Path(f"/proc/{master}").exists() else []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if pids and int(fields[1]) == master:
+                pids.append(int(stat.parent.name))
+        return sorted(pids)
+
+    def snapshot(self) -> dict[str, str]:
+        """Everything a refused run must leave alone, on every host of this env: the
+        rendered files (sites, links, settings), the env's own files, the app's restart
+        log and the nginx processes (a reload replaces the workers)."""
+        out = dict(self.rendered())
+        for p in sorted(self.root.rglob("*")):
+            if p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        restarts = self.settings.parent / "restarts.log"
+        out[str(restarts)] = restarts.read_text() if restarts.exists() else ""
+        out["nginx processes"] = " ".join(map(str, self.nginx_pids()))
+        return out
+
 
 def base_public(lab_root: Path) -> dict:
     public = yaml.safe_load((REPO / "environments/local/public.yml").read_text())
@@ -172,3 +211,23 @@ def base_public(lab_root: Path) -> dict:
         ],
     )
     return public
+
+
+def error_line(result: subprocess.CompletedProcess, fragment: str) -> str:
+    """The one output line holding `fragment` (a refusal must fit on one line)."""
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if fragment in ln]
+    assert lines, f"{fragment!r} not on one line of:\n{(result.stdout + result.stderr)[-3000:]}"
+    line = lines[0].strip()
+    for prefix in ("[ERROR]: ", "Task failed: ", "Action failed: "):
+        line = line.removeprefix(prefix)
+    return line
+
+
+def changed_count(result: subprocess.CompletedProcess) -> int:
+    """Sum of changed=N over the PLAY RECAP lines (0 if the run never reached a host)."""
+    total = 0
+    for line in result.stdout.splitlines():
+        for word in line.split():
+            if word.startswith("changed="):
+                total += int(word.split("=", 1)[1])
+    return total

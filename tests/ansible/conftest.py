@@ -51,6 +51,7 @@ def lab_env(converged_env):
     env.public = base_public(env.lab_root)
     env.set_state("steady")
     env.riakcs, env.riakcs_new, env.secrets = [OLD_NODE], [], dict(SECRETS)
+    env.vault_text = None
     env.webworkers = ["lab-app ansible_host=127.0.0.1"]
     env.write()
     if env.rendered() != env.baseline:

@@ -10,12 +10,24 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import socket
 import time
 
 import pytest
 import yaml
-from ansible_env import MAIN_PORT, NEW_NODE, OLD_NODE, REPO, SECRETS, TEMP_PORT, VENV_BIN
+from ansible_env import (
+    MAIN_PORT,
+    NEW_NODE,
+    OLD_NODE,
+    REPO,
+    SECRETS,
+    TEMP_PORT,
+    VENV_BIN,
+    changed_count,
+    error_line,
+)
 
 PLAYBOOKS = ("deploy_proxy.yml", "update_config.yml")
 
@@ -53,88 +65,366 @@ def make_migrating(env):
     env.riakcs_new = [NEW_NODE]
 
 
+def set_store(env, which: str, **values):
+    env.public[which] = {**env.public[which], **values}
+
+
+def set_flags(env, mig, temp):
+    env.public["localsettings"] = {
+        "BLOB_DB_MIGRATING_FROM_S3_TO_S3": mig,
+        "TEMP_RIAKCS_PROXY": temp,
+    }
+
+
+def drop_secret(env, name: str, empty: bool = False):
+    make_migrating(env)
+    if empty:
+        env.secrets[name] = ""
+    else:
+        env.secrets.pop(name)
+
+
+EXTERNAL = "https://s3.example.com"
+P, V, H = "environments/t/public.yml", "environments/t/vault.yml", "inventories/t/hosts.ini"
+
+# Every error the state filter can report (roles/blobshift_state/filter_plugins), each
+# reached through a real environment: case -> (mutation, the filter's message template it
+# must produce (a unique piece of it), a fragment naming the variable and the file).
+# test_every_filter_error_has_a_case keeps this list complete.
 BAD = {
+    "flag not a boolean": (
+        lambda env: set_flags(env, "yes", False),
+        "must be true or false, got",
+        f"localsettings.BLOB_DB_MIGRATING_FROM_S3_TO_S3 in {P} must be true or false",
+    ),
     "both flags": (
-        lambda env: env.public.update(
-            localsettings={"BLOB_DB_MIGRATING_FROM_S3_TO_S3": True, "TEMP_RIAKCS_PROXY": True}
-        ),
+        lambda env: set_flags(env, True, True),
+        "are both true in",
         "localsettings.BLOB_DB_MIGRATING_FROM_S3_TO_S3 and localsettings.TEMP_RIAKCS_PROXY "
-        "are both true in environments/t/public.yml",
+        f"are both true in {P}",
     ),
     "migrating without a new store": (
         lambda env: env.set_state("migrating"),
+        "there is no new store",
         "localsettings.BLOB_DB_MIGRATING_FROM_S3_TO_S3 is true but there is no new store: add "
-        "the new cluster's nodes under [riakcs_new] in inventories/t/hosts.ini, or set "
-        "blobshift_new_store.external_url in environments/t/public.yml",
+        f"the new cluster's nodes under [riakcs_new] in {H}, or set "
+        f"blobshift_new_store.external_url in {P}",
     ),
-    "missing secret": (
-        lambda env: (make_migrating(env), env.secrets.pop("OLD_S3_BLOB_DB_SECRET_KEY")),
-        "secrets.OLD_S3_BLOB_DB_SECRET_KEY is missing or empty in environments/t/vault.yml",
+    "migrating to riakcs_new and an external url": (
+        lambda env: (
+            make_migrating(env),
+            set_store(env, "blobshift_new_store", external_url=EXTERNAL),
+        ),
+        "the new store is one or the other",
+        f"is true with both [riakcs_new] hosts in {H} and blobshift_new_store.external_url in {P}",
     ),
     "flipping with riakcs_new": (
         lambda env: (env.set_state("flipping"), setattr(env, "riakcs_new", [NEW_NODE])),
-        "localsettings.TEMP_RIAKCS_PROXY is true but [riakcs_new] in inventories/t/hosts.ini "
         "still lists",
+        f"localsettings.TEMP_RIAKCS_PROXY is true but [riakcs_new] in {H} still lists",
+    ),
+    "flipping to an external url": (
+        lambda env: (
+            env.set_state("flipping"),
+            set_store(env, "blobshift_new_store", external_url=EXTERNAL),
+        ),
+        "only serves a Riak CS flip",
+        f"localsettings.TEMP_RIAKCS_PROXY is true with blobshift_new_store.external_url set in {P}",
     ),
     "host in both clusters": (
         lambda env: (make_migrating(env), setattr(env, "riakcs_new", [OLD_NODE])),
-        "are in both [riakcs] and [riakcs_new] in inventories/t/hosts.ini",
+        "are in both [riakcs] and [riakcs_new]",
+        f"host(s) ['lab-old-s3'] are in both [riakcs] and [riakcs_new] in {H}: a node belongs "
+        "to the old or to the new cluster, remove it from the other group",
     ),
-    "flag not a boolean": (
-        lambda env: env.public.update(localsettings={"BLOB_DB_MIGRATING_FROM_S3_TO_S3": "yes"}),
-        "localsettings.BLOB_DB_MIGRATING_FROM_S3_TO_S3 in environments/t/public.yml must be "
-        "true or false",
+    "riakcs empty": (
+        lambda env: setattr(env, "riakcs", []),
+        "is empty: the proxy's main site",
+        f"[riakcs] in {H} is empty",
+    ),
+    **{
+        f"secret {name} missing": (
+            lambda env, name=name: drop_secret(env, name),
+            "is missing or empty in",
+            f"secrets.{name} is missing or empty in {V}: add it (ansible-vault edit)",
+        )
+        for name in SECRETS
+    },
+    "secret empty": (
+        lambda env: drop_secret(env, "RIAKCS_S3_SECRET_KEY", empty=True),
+        "is missing or empty in",
+        f"secrets.RIAKCS_S3_SECRET_KEY is missing or empty in {V}",
+    ),
+    "secrets not a mapping": (
+        lambda env: setattr(env, "secrets", "RIAKCS_S3_ACCESS_KEY"),
+        "secrets in {} must be a mapping",
+        f"secrets in {V} must be a mapping, got a string",
+    ),
+    "vault without secrets": (
+        lambda env: setattr(env, "vault_text", "credentials: {}\n"),
+        "(no `secrets:` mapping)",
+        f"{V} was not loaded (no `secrets:` mapping): "
+        "inventories/t/group_vars/all/vault.yml must point to it",
+    ),
+    "public without localsettings": (
+        lambda env: env.public.pop("localsettings"),
+        "(no `localsettings:` mapping)",
+        f"{P} was not loaded (no `localsettings:` mapping)",
+    ),
+    "localsettings not a mapping": (
+        lambda env: env.public.update(localsettings=[True]),
+        "localsettings in {} must be a mapping",
+        f"localsettings in {P} must be a mapping, got a list",
+    ),
+    "store not a mapping": (
+        lambda env: env.public.update(blobshift_new_store="s3.example.com"),
+        "{} in {} must be a mapping, got {}",
+        f"blobshift_new_store in {P} must be a mapping, got the string 's3.example.com'",
+    ),
+    "store with an unknown key": (
+        lambda env: set_store(env, "blobshift_old_store", endpoint=EXTERNAL),
+        "has unknown key(s)",
+        f"blobshift_old_store in {P} has unknown key(s) ['endpoint']",
+    ),
+    "bucket empty": (
+        lambda env: set_store(env, "blobshift_new_store", bucket=""),
+        "must be a non-empty bucket name",
+        f"blobshift_new_store.bucket in {P} must be a non-empty bucket name",
+    ),
+    "signature version unknown": (
+        lambda env: set_store(env, "blobshift_old_store", signature_version="v2"),
+        "use 's3' (SigV2, Riak CS) or 's3v4'",
+        f"blobshift_old_store.signature_version in {P} is 'v2': use 's3'",
+    ),
+    "list version unknown": (
+        lambda env: set_store(env, "blobshift_new_store", list_version=3),
+        "must be 1 (Riak CS) or 2",
+        f"blobshift_new_store.list_version in {P} must be 1 (Riak CS) or 2",
+    ),
+    "pool size zero": (
+        lambda env: set_store(env, "blobshift_new_store", max_pool_connections=0),
+        "must be a positive integer",
+        f"blobshift_new_store.max_pool_connections in {P} must be a positive integer",
+    ),
+    "verify not a bool or path": (
+        lambda env: set_store(env, "blobshift_new_store", verify=5),
+        "must be true, false or a CA bundle path",
+        f"blobshift_new_store.verify in {P} must be true, false or a CA bundle path",
+    ),
+    "botocore_config not a mapping": (
+        lambda env: set_store(env, "blobshift_new_store", botocore_config="virtual"),
+        "botocore_config in {} must be a mapping",
+        f"blobshift_new_store.botocore_config in {P} must be a mapping",
+    ),
+    "external url without a scheme": (
+        lambda env: set_store(env, "blobshift_new_store", external_url="s3.example.com"),
+        "must start with http:// or https://",
+        f"blobshift_new_store.external_url in {P} must start with http:// or https://",
+    ),
+    "proxy ports equal": (
+        lambda env: env.public.update(blobshift_proxy_temp_port=MAIN_PORT),
+        "are equal",
+        f"blobshift_proxy_port and blobshift_proxy_temp_port in {P} are equal ({MAIN_PORT}): "
+        "give the temporary port a number of its own",
+    ),
+    "settings mode world-readable": (
+        lambda env: env.public.update(localsettings_mode="0644"),
+        "so others must get no access",
+        f"localsettings_mode in {P} is '0644': localsettings.py holds the S3 secret keys, so "
+        "others must get no access; use '0640' or '0600'",
+    ),
+    "settings mode not octal": (
+        lambda env: env.public.update(localsettings_mode="u=rw,g=r,o=r"),
+        "use a quoted octal mode",
+        f"localsettings_mode in {P} is 'u=rw,g=r,o=r': use a quoted octal mode",
+    ),
+}
+
+BOTH_PLAYBOOKS = {
+    "both flags",
+    "migrating without a new store",
+    "migrating to riakcs_new and an external url",
+    "flipping with riakcs_new",
+    "flipping to an external url",
+    "host in both clusters",
+    "riakcs empty",
+    "secret OLD_S3_BLOB_DB_SECRET_KEY missing",
+}
+FILTER = REPO / "roles/blobshift_state/filter_plugins/blobshift_state.py"
+
+
+def filter_errors() -> dict[str, re.Pattern]:
+    """The filter's error messages: template (`{}` for each value) -> full-match regex."""
+    out = {}
+    for node in ast.walk(ast.parse(FILTER.read_text())):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "append"
+            and getattr(node.func.value, "id", None) == "errors"
+        ):
+            continue
+        arg = node.args[0]
+        parts = arg.values if isinstance(arg, ast.JoinedStr) else [arg]
+        literal = [p.value if isinstance(p, ast.Constant) else None for p in parts]
+        template = "".join("{}" if p is None else p for p in literal)
+        out[template] = re.compile("".join(".+?" if p is None else re.escape(p) for p in literal))
+    return out
+
+
+def template_of(key: str) -> str:
+    found = [t for t in filter_errors() if key in t]
+    assert len(found) == 1, f"{key!r} matches {found}: make it unique"
+    return found[0]
+
+
+def test_every_filter_error_has_a_case():
+    """Each message of the state filter is produced by at least one playbook case below."""
+    covered = {template_of(key) for _, key, _ in BAD.values()}
+    assert set(filter_errors()) - covered == set()
+
+
+@pytest.mark.reliability(
+    "An invalid environment is refused by deploy_proxy.yml and update_config.yml: one-line "
+    "message naming the variable, the file and the fix, non-zero exit, nothing changed",
+    group="Bad input",
+)
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_invalid_environment_is_refused_before_any_change(lab_env, case, evidence):
+    converge(lab_env)
+    assert lab_env.rendered(), "the valid environment rendered nothing"
+    mutate, key, fragment = BAD[case]
+    mutate(lab_env)
+    lab_env.write()
+    before = lab_env.snapshot()
+    pattern = filter_errors()[template_of(key)]
+    codes = []
+    # Both playbooks share the preflight: the state combinations go through both, the
+    # single-setting cases through one of them in turn (to keep the run short).
+    index = sorted(BAD).index(case)
+    playbooks = PLAYBOOKS if case in BOTH_PLAYBOOKS else (PLAYBOOKS[index % 2],)
+    for pb in playbooks:
+        result = lab_env.play(pb)
+        codes.append(result.returncode)
+        assert result.returncode != 0, f"{pb} accepted {case}"
+        line = error_line(result, "is not a valid migration state, nothing was changed: ")
+        assert fragment in line, line
+        errors = line.split("nothing was changed: ", 1)[1].split(" | ")
+        assert any(pattern.fullmatch(e) for e in errors), (pattern.pattern, errors)
+        assert changed_count(result) == 0
+        assert "PLAY [Deploy the S3 proxy sites]" not in result.stdout
+        assert "PLAY [Update the app's blob store settings]" not in result.stdout
+    after = lab_env.snapshot()
+    assert after == before
+    evidence["message"] = line
+    evidence["exits"] = ", ".join(f"{pb} exit {c}" for pb, c in zip(playbooks, codes, strict=True))
+    evidence["files and processes unchanged"] = len(after)
+    evidence["changed tasks"] = 0
+
+
+def assert_refused(lab, before, fragment, *, playbooks=PLAYBOOKS, **play_kw) -> tuple[str, str]:
+    """Each playbook exits non-zero with `fragment` on one line and changes nothing."""
+    codes = []
+    for pb in playbooks:
+        result = lab.play(pb, **play_kw)
+        assert result.returncode != 0, f"{pb} accepted it"
+        codes.append(f"{pb} exit {result.returncode}")
+        line = error_line(result, fragment)
+        assert changed_count(result) == 0
+        assert "PLAY [Deploy the S3 proxy sites]" not in result.stdout
+        assert "PLAY [Update the app's blob store settings]" not in result.stdout
+    assert lab.snapshot() == before
+    return line, ", ".join(codes)
+
+
+@pytest.mark.reliability(
+    "Malformed YAML in public.yml: refused naming the file, line and column", group="Bad input"
+)
+def test_malformed_public_yml_is_refused(lab_env, evidence):
+    converge(lab_env)
+    lab_env.write(public_text="localsettings:\n  BLOB_DB_MIGRATING_FROM_S3_TO_S3: [true\n")
+    before = lab_env.snapshot()
+    line, codes = assert_refused(lab_env, before, "is not valid YAML")
+    assert "environments/t/public.yml (linked from" in line, line
+    assert "at line 3, column 1" in line and "Fix that file; nothing was changed." in line, line
+    evidence.update(
+        {
+            "message": line.replace(f"{lab_env.root}/", ""),
+            "exits": codes,
+            "files and processes unchanged": len(before),
+        }
+    )
+
+
+@pytest.mark.reliability(
+    "Malformed YAML inside the encrypted vault.yml: refused naming the file, line and column, "
+    "never quoting the decrypted content",
+    group="Bad input",
+)
+def test_malformed_vault_content_is_refused(lab_env, evidence):
+    converge(lab_env)
+    secret = SECRETS["RIAKCS_S3_SECRET_KEY"]
+    lab_env.vault_text = f"secrets:\n  RIAKCS_S3_SECRET_KEY: [{secret}\n  OTHER: x\n"
+    lab_env.write()
+    before = lab_env.snapshot()
+    line, codes = assert_refused(lab_env, before, "decrypts, but its content is not valid YAML")
+    assert "environments/t/vault.yml (linked from" in line, line
+    assert "Fix it with `ansible-vault edit " in line and "nothing was changed" in line, line
+    assert secret not in line
+    evidence.update(
+        {
+            "message": line.replace(f"{lab_env.root}/", ""),
+            "exits": codes,
+            "files and processes unchanged": len(before),
+        }
+    )
+
+
+def _wrong_password(tmp_path):
+    wrong = tmp_path / "wrong-password.txt"
+    wrong.write_text("not-the-password\n")
+    return {"password_file": wrong}
+
+
+VAULT_PASSWORD_CASES = {
+    "wrong password": (
+        _wrong_password,
+        "could not be decrypted with the vault password given",
+        "environments/t/vault.yml",
+    ),
+    "password file missing": (
+        lambda tmp_path: {"password_file": tmp_path / "no-such-password.txt"},
+        "is not a readable file: point it to the file holding this environment's vault password",
+        "BLOBSHIFT_VAULT_PASSWORD_FILE=",
+    ),
+    # No password at all (no terminal): the password script says what to set.
+    "no password given": (
+        lambda tmp_path: {"env": {"BLOBSHIFT_VAULT_PASSWORD_FILE": None}},
+        "no vault password: set BLOBSHIFT_VAULT_PASSWORD_FILE",
+        "to a file holding it",
     ),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_invalid_environment_is_refused_before_any_change(lab_env, case):
+@pytest.mark.reliability(
+    "A wrong vault password, a missing password file or none at all: refused naming the "
+    "file or the variable to set",
+    group="Bad input",
+)
+@pytest.mark.parametrize("case", sorted(VAULT_PASSWORD_CASES))
+def test_wrong_or_missing_vault_password_is_refused(lab_env, tmp_path, case, evidence):
     converge(lab_env)
-    before = lab_env.rendered()
-    assert before, "the valid environment rendered nothing"
-    mutate, message = BAD[case]
-    mutate(lab_env)
-    lab_env.write()
-    for pb in PLAYBOOKS:
-        result = lab_env.play(pb)
-        assert result.returncode != 0, f"{pb} accepted {case}"
-        assert message in output(result), output(result)[-3000:]
-        assert "nothing was changed" in output(result)
-        assert "PLAY [Deploy the S3 proxy sites]" not in result.stdout
-        assert "PLAY [Update the app's blob store settings]" not in result.stdout
-    assert lab_env.rendered() == before
-
-
-def test_malformed_public_yml_is_refused(lab_env):
-    converge(lab_env)
-    before = lab_env.rendered()
-    lab_env.write(public_text="localsettings:\n  BLOB_DB_MIGRATING_FROM_S3_TO_S3: [true\n")
-    for pb in PLAYBOOKS:
-        result = lab_env.play(pb)
-        assert result.returncode != 0
-        text = output(result)
-        assert "Syntax Error while loading YAML" in text or "YAML" in text, text[-2000:]
-        assert "environments/t/public.yml" in text, text[-2000:]
-    assert lab_env.rendered() == before
-
-
-def test_wrong_or_missing_vault_password_is_refused(lab_env, tmp_path):
-    converge(lab_env)
-    before = lab_env.rendered()
-    wrong = tmp_path / "wrong-password.txt"
-    wrong.write_text("not-the-password\n")
-    for pb in PLAYBOOKS:
-        result = lab_env.play(pb, password_file=wrong)
-        assert result.returncode != 0
-        text = output(result)
-        assert "could not be decrypted with the vault password given" in text, text[-2000:]
-        assert "environments/t/vault.yml" in text, text[-2000:]
-        # No password at all (no terminal): the password script says what to set.
-        result = lab_env.play(pb, env={"BLOBSHIFT_VAULT_PASSWORD_FILE": None})
-        assert result.returncode != 0
-        assert "set BLOBSHIFT_VAULT_PASSWORD_FILE" in output(result), output(result)[-2000:]
-    assert lab_env.rendered() == before
+    before = lab_env.snapshot()
+    kwargs, fragment, names = VAULT_PASSWORD_CASES[case]
+    line, codes = assert_refused(lab_env, before, fragment, **kwargs(tmp_path))
+    assert names in line, line
+    evidence.update(
+        {
+            "message": line.replace(f"{lab_env.root}/", ""),
+            "exits": codes,
+            "files and processes unchanged": len(before),
+        }
+    )
 
 
 def site_files(env, name: str) -> tuple[bool, bool]:

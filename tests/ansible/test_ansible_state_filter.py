@@ -115,12 +115,30 @@ def test_state_table(kwargs, name, expected_sites, new_url, old_url):
         ({"public_loaded": False}, "environments/e/public.yml was not loaded"),
         ({"new_store": {"bucket": "b", "signature_version": "v2"}}, "use 's3' (SigV2"),
         ({"new_store": {"bucket": "b", "colour": 1}}, "unknown key(s) ['colour']"),
-        ({"proxy": {"port": 8080, "temp_port": 8080}}, "are equal"),
+        ({"proxy": {"port": 8080, "temp_port": 8080}}, "are equal (8080)"),
+        ({"settings_mode": "0644"}, "localsettings_mode in environments/e/public.yml is '0644'"),
+        ({"settings_mode": 0o604}, "is '0604': localsettings.py holds the S3 secret keys"),
+        ({"settings_mode": "u=rw,o=r"}, "use a quoted octal mode"),
+        (
+            {"localsettings": ["x"]},
+            "localsettings in environments/e/public.yml must be a mapping, got a list",
+        ),
+        ({"secrets": "the-secret-value"}, "must be a mapping, got a string"),
     ],
 )
 def test_invalid_combinations_are_named(kwargs, fragment):
     state = derive(**kwargs)
     assert any(fragment in e for e in state["errors"]), state["errors"]
+
+
+@pytest.mark.parametrize("mode", ["0640", "0600", "0440", 0o640, "", None])
+def test_private_settings_modes_are_accepted(mode):
+    assert derive(settings_mode=mode)["errors"] == []
+
+
+def test_the_vault_value_is_never_quoted():
+    state = derive(secrets="the-secret-value")
+    assert "the-secret-value" not in repr(state)
 
 
 def test_old_secrets_not_needed_outside_a_migration():

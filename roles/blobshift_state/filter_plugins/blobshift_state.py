@@ -8,7 +8,7 @@ names secrets, never holds them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 MIGRATING = "BLOB_DB_MIGRATING_FROM_S3_TO_S3"
 TEMP_PROXY = "TEMP_RIAKCS_PROXY"
@@ -34,6 +34,22 @@ DESCRIPTIONS = {
 }
 
 
+def _kind(value: object, show: bool = True) -> str:
+    """What the YAML holds, in the operator's words (not Ansible's internal type names);
+    the value itself only if `show` (never for the vault's content)."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return f"the string {value!r}" if show and len(value) <= 40 else "a string"
+    if isinstance(value, bool):
+        return f"the boolean {value}" if show else "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}" if show else "a number"
+    if isinstance(value, Sequence):
+        return "a list"
+    return "null" if value is None else "a value of another kind"
+
+
 def _flag(localsettings: Mapping, name: str, public: str, errors: list[str]) -> bool:
     value = localsettings.get(name, False)
     if value is None:
@@ -48,7 +64,7 @@ def _store(raw: object, var: str, public: str, errors: list[str]) -> dict:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        errors.append(f"{var} in {public} must be a mapping, got {type(raw).__name__}")
+        errors.append(f"{var} in {public} must be a mapping, got {_kind(raw)}")
         raw = {}
     unknown = sorted(set(raw) - set(STORE_DEFAULTS))
     if unknown:
@@ -80,6 +96,27 @@ def _store(raw: object, var: str, public: str, errors: list[str]) -> dict:
     return store
 
 
+def _settings_mode(raw: object, public: str, errors: list[str]) -> None:
+    """localsettings.py holds the S3 secret keys: others get no access, ever."""
+    if raw is None or raw == "":
+        return
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        mode = raw  # YAML reads an unquoted 0640 as the number 0o640
+    elif isinstance(raw, str) and raw.isdigit() and set(raw) <= set("01234567"):
+        mode = int(raw, 8)
+    else:
+        errors.append(
+            f"localsettings_mode in {public} is {raw!r}: use a quoted octal mode such as "
+            "'0640' (owner read/write, group read)"
+        )
+        return
+    if mode & 0o007 or mode > 0o7777:
+        errors.append(
+            f"localsettings_mode in {public} is '{mode:04o}': localsettings.py holds the S3 "
+            "secret keys, so others must get no access; use '0640' or '0600'"
+        )
+
+
 def blobshift_state(inputs: Mapping) -> dict:
     """Return the state dict (see roles/blobshift_state/README.md) for `inputs`."""
     env = inputs.get("env") or "?"
@@ -97,9 +134,7 @@ def blobshift_state(inputs: Mapping) -> dict:
         )
         localsettings = {}
     elif not isinstance(localsettings, Mapping):
-        errors.append(
-            f"localsettings in {public} must be a mapping, got {type(localsettings).__name__}"
-        )
+        errors.append(f"localsettings in {public} must be a mapping, got {_kind(localsettings)}")
         localsettings = {}
     secrets = inputs.get("secrets")
     if not inputs.get("vault_loaded"):
@@ -109,7 +144,7 @@ def blobshift_state(inputs: Mapping) -> dict:
         )
         secrets = {}
     elif not isinstance(secrets, Mapping):
-        errors.append(f"secrets in {vault} must be a mapping, got {type(secrets).__name__}")
+        errors.append(f"secrets in {vault} must be a mapping, got {_kind(secrets, show=False)}")
         secrets = {}
 
     migrating = _flag(localsettings, MIGRATING, public, errors)
@@ -125,7 +160,7 @@ def blobshift_state(inputs: Mapping) -> dict:
     if both:
         errors.append(
             f"host(s) {both} are in both [riakcs] and [riakcs_new] in {hosts}: "
-            "a node belongs to the old or to the new cluster"
+            "a node belongs to the old or to the new cluster, remove it from the other group"
         )
 
     name = "steady"
@@ -174,7 +209,10 @@ def blobshift_state(inputs: Mapping) -> dict:
             name = "steady_external"
 
     if not riakcs and name != "steady_external":
-        errors.append(f"[riakcs] in {hosts} is empty: the proxy's main site needs its nodes")
+        errors.append(
+            f"[riakcs] in {hosts} is empty: the proxy's main site needs its nodes, add the "
+            "current cluster's nodes under [riakcs]"
+        )
 
     needed = list(NEW_SECRETS)
     if name.startswith("migrating"):
@@ -192,7 +230,11 @@ def blobshift_state(inputs: Mapping) -> dict:
     main_port = int(proxy.get("port") or 8080)
     temp_port = int(proxy.get("temp_port") or 8081)
     if main_port == temp_port:
-        errors.append(f"blobshift_proxy_port and blobshift_proxy_temp_port in {public} are equal")
+        errors.append(
+            f"blobshift_proxy_port and blobshift_proxy_temp_port in {public} are equal "
+            f"({main_port}): give the temporary port a number of its own"
+        )
+    _settings_mode(inputs.get("settings_mode"), public, errors)
 
     def site(site_name: str, port: int, group: str, members: list) -> dict:
         return {"name": site_name, "port": port, "group": group, "nodes": members}
