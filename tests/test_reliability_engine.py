@@ -53,11 +53,15 @@ def logged_keys(log_dir: Path) -> Counter[str]:
     return seen
 
 
-def manifest_with_gaps(path: Path, present: dict[str, bytes], absent: int) -> list[str]:
-    """A manifest of `present` keys with `absent` keys (not in old) interleaved: the
-    backfill logs each absent one. Returns the absent keys."""
+def manifest_with_gaps(
+    path: Path, present: dict[str, bytes], absent: int, lead: int = 0
+) -> list[str]:
+    """A manifest of `present` keys (the first `lead` of them at its head) with `absent`
+    keys (not in old) interleaved: the backfill logs each absent one. The absent keys."""
     gone = [f"gone/{i:05d}" for i in range(absent)]
-    keys = sorted([*present, *gone], key=lambda k: hashlib.md5(k.encode()).hexdigest())
+    head = sorted(present)[:lead]
+    rest = sorted(present)[lead:] + gone
+    keys = head + sorted(rest, key=lambda k: hashlib.md5(k.encode()).hexdigest())
     write_manifest(path, ({"blob_key": k, "parent_id": "p", "type_code": "form"} for k in keys))
     return gone
 
@@ -203,8 +207,14 @@ def test_full_log_dir_stops_cleanly_then_resumes(
     blobs = random_blobs(200, 512)
     seed(old_server, old_b, blobs)
     manifest = tmp_path / "manifest.jsonl"
-    # 400 keys gone from old: ~45 KB of log lines, more than the 32 KiB tmpfs holds.
-    gone = manifest_with_gaps(manifest, blobs, 400)
+    # 400 keys gone from old: ~45 KB of log lines, more than the 32 KiB tmpfs holds; 60
+    # present keys first, so checkpoints are saved before the disk fills.
+    gone = manifest_with_gaps(manifest, blobs, 400, lead=60)
+    # SeaweedFS's first write to a fresh bucket takes a second or so (it allocates a
+    # volume); meanwhile the log would fill the disk before the first checkpoint.
+    new_client = new_server.client()
+    new_client.put_object(Bucket=new_b, Key="warm-up", Body=b"x")
+    new_client.delete_object(Bucket=new_b, Key="warm-up")
     with tmpfs(tmp_path / "small", "32k") as mount:
         log_dir = mount / "logs"
         args = backfill_cmd(settings_file, log_dir, "--keys-from", manifest, "--chunk-size", "20")[

@@ -30,8 +30,18 @@ class LockedError(RunFileError):
     pass
 
 
-class LogDirError(RunFileError):
-    """The log dir cannot be written (full, read-only, permissions): the run stops."""
+class LogDirError(OSError):
+    """The log dir cannot be written (full, read-only, permissions): the run stops.
+
+    An OSError (errno, strerror, filename = the log dir), so callers that map OSError to
+    "cannot write" (exit 5) keep doing so; `str()` is the whole operator message."""
+
+    def __init__(self, message: str, exc: OSError, log_dir: Path) -> None:
+        super().__init__(exc.errno, exc.strerror, str(log_dir))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -45,10 +55,11 @@ def log_dir_writes(log_dir: Path, what: str) -> Iterator[None]:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         fix = "free space there" if exc.errno in FULL else "fix it (permissions, mount)"
-        raise LogDirError(
+        message = (
             f"cannot write the {what} in log dir {log_dir} ({reason}): {fix}, then re-run "
             "to resume; progress is saved up to the last checkpoint"
-        ) from None
+        )
+        raise LogDirError(message, exc, log_dir) from None
 
 
 def utc_stamp(t: float | None = None) -> str:
