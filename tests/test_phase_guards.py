@@ -4,6 +4,7 @@ change anything: no env file edited, no host touched."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +17,43 @@ from blobshift.lab.runbook import REPO, Runbook
 
 @pytest.fixture
 def env(tmp_path):
+    """A private copy of the local environment whose hosts' files live under tmp_path too:
+    its settings, nginx sites and logs (seeded as a converged host would have them), and
+    ports of its own, so that a guard that let a phase through could touch neither the
+    lab (/var/lib/blobshift-lab, :8080/:8081) nor the system nginx."""
     rb = Runbook(tmp_path, "riakcs", 0, 0)
     rb.prepare_env()
+    hosts = tmp_path / "hosts"
+    public = rb.out / "environments" / "local" / "public.yml"
+    text = public.read_text().replace("/var/lib/blobshift-lab", str(hosts))
+    text = text.replace("blobshift_proxy_port: 8080", "blobshift_proxy_port: 18480")
+    text = text.replace("blobshift_proxy_temp_port: 8081", "blobshift_proxy_temp_port: 18481")
+    ngx = hosts / "nginx"
+    text += (
+        f"nginx_proxy_conf_dir: {ngx}\n"
+        f"nginx_proxy_log_dir: {ngx}/logs\n"
+        f"nginx_proxy_pid_file: {ngx}/nginx.pid\n"
+    )
+    write_atomic(public, text)
+    for sub in ("app", "nginx/sites-available", "nginx/sites-enabled", "nginx/logs"):
+        (hosts / sub).mkdir(parents=True, exist_ok=True)
+    (hosts / "app/localsettings.py").write_text("# as rendered before the test\n")
+    (hosts / "nginx/sites-available/blobshift_riakcs").write_text("# the main site\n")
+    (hosts / "nginx/sites-enabled/blobshift_riakcs").symlink_to(
+        hosts / "nginx/sites-available/blobshift_riakcs"
+    )
     return rb
 
 
 def files(rb: Runbook) -> dict[str, str]:
+    """Checksums of the env's files and of its hosts' rendered files (links by target)."""
     root = rb.out
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(root)): hashlib.sha256(
+            os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        ).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() or p.is_symlink()
     }
 
 
@@ -57,16 +84,37 @@ def play(rb: Runbook, playbook: str, *extra: str) -> subprocess.CompletedProcess
         ),
         ("rollback_to_migrating.yml", "'unflip' applies to state(s) ['flipping']"),
         ("rollback_to_steady.yml", "rollback_to_steady.yml undoes phase 1"),
-        ("phase4_flip.yml", "outside the migrating state"),
+        (
+            "phase4_flip.yml",
+            "which both exist only while migrating; environment 'local' is in state 'steady'",
+        ),
     ],
 )
-def test_a_phase_out_of_order_changes_nothing(env, playbook, message):
+@pytest.mark.reliability(
+    "A phase or rollback playbook run out of order is refused, naming the state the files "
+    "are in: one line, non-zero exit, env and host files unchanged (checksums)",
+    group="Bad input",
+)
+def test_a_phase_out_of_order_changes_nothing(env, playbook, message, evidence):
     before = files(env)
+    assert any(k.endswith("localsettings.py") for k in before)
+    assert any("sites-enabled" in k for k in before)
     proc = play(env, playbook)
     assert proc.returncode != 0
-    assert message in " ".join(proc.stdout.split()), proc.stdout[-2000:]
+    lines = [
+        ln
+        for ln in (proc.stdout + proc.stderr).splitlines()
+        if message in ln and ln.startswith("[ERROR]")
+    ]
+    assert lines, proc.stdout[-2000:]  # the whole message on one line
     assert files(env) == before
     assert "changed=0" in proc.stdout and "changed=1" not in proc.stdout
+    line = lines[0].strip()
+    for prefix in ("[ERROR]: ", "Task failed: ", "Action failed: ", "Module failed: "):
+        line = line.removeprefix(prefix)
+    evidence["message"] = line.replace(f"{env.out}/", "")
+    evidence["exit code"] = proc.returncode
+    evidence["files unchanged"] = len(before)
 
 
 def test_production_needs_the_confirmation_naming_it(env):
