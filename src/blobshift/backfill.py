@@ -397,7 +397,9 @@ class Backfill:
 
         try:
             n = await self.copy_retry.run(
-                lambda: copy_object(old, new, work.key, self.limits, self.opts.copy, work.size),
+                lambda: copy_object(
+                    old, new, work.key, self.limits, self.opts.copy, work.size, work.etag
+                ),
                 retried,
             )
         except NotFound:

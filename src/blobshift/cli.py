@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=CopyOptions().multipart_threshold,
         metavar="SIZE",
-        help="copy objects above SIZE in parts (default 8M)",
+        help="copy objects above SIZE in parts (default 8M, what a proxy with a 9M body "
+        "limit admits); smaller ones go in one PUT, streamed when over 1M",
     )
     m.add_argument(
         "--part-size",

@@ -57,6 +57,7 @@ class Work:
     meta: dict[str, Any] | None = None
     # From a manifest nothing is known about the new side: look before copying.
     check_new: bool = False
+    etag: str | None = None  # the old store's, from its listing
 
 
 async def listing_source(
@@ -74,7 +75,7 @@ async def listing_source(
         if nxt is not None and nxt.key == obj.key:
             yield obj.key, PRESENT
         else:
-            yield obj.key, Work(obj.key, obj.size)
+            yield obj.key, Work(obj.key, obj.size, etag=obj.etag)
 
 
 def parse_manifest_line(line: str) -> dict[str, Any] | None:
