@@ -78,6 +78,16 @@ def soak_section(history: list[dict[str, Any]]) -> list[str]:
             f"wall time {run['seconds']:.0f} s",
             f"- backfill: {run['backfill']}",
             f"- faults injected / survived: {run['faults_injected']} / {run['faults_survived']}",
+        ]
+        if "app_requests" in run:
+            lines.append(
+                f"- app: {run['app_requests']:,} requests at {run.get('app_rate', '?')}/s, "
+                f"{run['app_failed']} failed; blobs audited byte for byte: "
+                f"{run.get('blobs_audited', '?')}"
+            )
+        if "seed" in run:
+            lines.append(f"- fault seed {run['seed']} on {run.get('machine', '?')}")
+        lines += [
             "",
             "| phase | app requests | failed | faults injected |",
             "|---|---|---|---|",
