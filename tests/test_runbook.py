@@ -1,25 +1,222 @@
 """The whole runbook on the local lab (real nginx, SeaweedFS, ansible-playbook), the app
-serving throughout: zero failed app requests, zero lost blobs, 8080 alone at the end."""
+serving throughout: zero failed app requests, zero lost blobs, 8080 alone at the end.
+
+The drill run is also the battery's secrets audit: every playbook runs with -vvv --diff,
+a thread samples the command line and environment of every process the run starts, and
+at the end the lab's logs, run and status files, missing-blob logs, the report and the
+playbook outputs are searched for the lab's secrets.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
+import yaml
 
 from blobshift.lab import runbook
+from blobshift.lab.runbook import LAB_DIR, REPO, RUN_MARKER
+
+LOCAL_ENV = REPO / "environments" / "local"
+VAULT_PASSWORD = LOCAL_ENV / "LAB-ONLY-vault-password.txt"
+# Files that hold the secrets by design: the stores' keys, the app's settings and the
+# copy the rollback keeps for its second pass, the lab's vault password. They are not
+# searched, but must not be readable by other users. The stores' data is not searched.
+HOLD_SECRETS = {
+    "credentials.json",
+    "identities.json",
+    "localsettings.py",
+    "rollback-localsettings.py",
+    VAULT_PASSWORD.name,
+}
+NGINX_LOGS = Path("/var/log/nginx")
+ASYNC_DIR = Path.home() / ".ansible_async"
+
+
+def lab_secrets() -> dict[str, bytes]:
+    """The secret keys of environments/local's vault, and the lab's vault password."""
+    env = {**os.environ, "BLOBSHIFT_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD)}
+    view = subprocess.run(
+        [Path(sys.executable).parent / "ansible-vault", "view", str(LOCAL_ENV / "vault.yml")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
+    found = {k: str(v).encode() for k, v in yaml.safe_load(view.stdout)["secrets"].items()}
+    secrets = {k: v for k, v in found.items() if "SECRET" in k}
+    secrets["vault password"] = VAULT_PASSWORD.read_text().splitlines()[0].encode()
+    assert len(secrets) >= 3 and all(len(v) >= 8 for v in secrets.values())
+    return secrets
+
+
+def leaks(data: bytes, secrets: dict[str, bytes]) -> list[str]:
+    return [name for name, value in secrets.items() if value in data]
+
+
+class ProcSampler(threading.Thread):
+    """Reads /proc/*/cmdline and /proc/*/environ of the run's processes until stopped:
+    those started by this test process or carrying the run's marker in their environment
+    (ansible and its modules, the lab's servers, the app, the backfill), and nginx."""
+
+    def __init__(self, secrets: dict[str, bytes], marker: bytes) -> None:
+        super().__init__(daemon=True)
+        self.secrets, self.marker = secrets, marker
+        self.halt = threading.Event()
+        self.seen: dict[tuple[int, str], str] = {}  # (pid, start time) -> command
+        self.sweeps = self.bytes = 0
+        self.found: list[tuple[str, str, str]] = []  # (command, where, secret)
+        self.error: BaseException | None = None
+
+    def ours(self, pid: int, parents: dict[int, int], environ: bytes, cmdline: bytes) -> bool:
+        if self.marker in environ or cmdline.startswith(b"nginx:"):
+            return True
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    def sweep(self) -> None:
+        procs: dict[int, tuple[str, bytes, bytes]] = {}
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            parents[int(entry.name)] = int(stat[1])
+            procs[int(entry.name)] = (stat[19], cmdline, environ)
+        for pid, (started, cmdline, environ) in procs.items():
+            if not self.ours(pid, parents, environ, cmdline):
+                continue
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+            self.seen.setdefault((pid, started), command)
+            self.bytes += len(cmdline) + len(environ)
+            for where, data in (("command line", cmdline), ("environment", environ)):
+                self.found += [(command, where, name) for name in leaks(data, self.secrets)]
+        self.sweeps += 1
+
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                self.sweep()
+                self.halt.wait(0.1)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def files_to_search(out: Path) -> list[Path]:
+    """Everything the run wrote that must not hold a secret."""
+    files = [p for p in LAB_DIR.rglob("*") if p.is_file()]
+    # not the stores' data (objects, their filer's database)
+    files = [
+        p
+        for p in files
+        if not (
+            p.relative_to(LAB_DIR).parts[0].startswith("s3-")
+            and "data" in p.relative_to(LAB_DIR).parts
+        )
+    ]
+    files += [p for p in NGINX_LOGS.glob("blobshift_*") if p.is_file()]
+    files += [p for p in out.rglob("*") if p.is_file()]
+    # The backfill's Ansible async job results (named in the run's job files).
+    for job in (LAB_DIR / "migration-logs").glob("*job*"):
+        try:
+            results = json.loads(job.read_text()).get("results_file")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if results and Path(results).is_file():
+            files.append(Path(results))
+    return sorted({p for p in files if p.name not in HOLD_SECRETS})
+
+
+def secret_holders() -> dict[str, int]:
+    """The lab's files that hold secrets by design, and their modes."""
+    return {str(p): p.stat().st_mode & 0o777 for p in LAB_DIR.rglob("*") if p.name in HOLD_SECRETS}
+
+
+def search_files(files: list[Path], secrets: dict[str, bytes]) -> tuple[int, list[tuple]]:
+    """(bytes searched, [(file, secret name)] found)."""
+    scanned, found = 0, []
+    for path in files:
+        data = path.read_bytes()
+        scanned += len(data)
+        found += [(str(path), name) for name in leaks(data, secrets)]
+    return scanned, found
 
 
 @pytest.mark.parametrize(
     ("target", "blobs", "extra"),
-    [("riakcs", 2000, ["--drill"]), ("external", 300, [])],
-    ids=["riakcs-with-rollbacks", "external-https"],
+    [
+        pytest.param(
+            "riakcs",
+            2000,
+            ["--drill", "--ansible-flag=-vvv", "--ansible-flag=--diff"],
+            id="riakcs-with-rollbacks",
+            marks=pytest.mark.reliability(
+                "no lab secret in ps (command lines and environments of every process the "
+                "whole runbook starts), ansible-playbook -vvv --diff output, lab and nginx "
+                "logs, backfill run/status files, missing-blob logs, the report",
+                group="Security",
+            ),
+        ),
+        pytest.param("external", 300, [], id="external-https"),
+    ],
 )
-def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys):
-    code = runbook.main(
-        ["--target", target, "--blobs", str(blobs), "--out", str(tmp_path), "--rate", "25", *extra]
-    )
-    out = capsys.readouterr().out
+def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys, request):
+    audit = "--drill" in extra
+    sampler = None
+    if audit:
+        evidence = request.getfixturevalue("evidence")
+        secrets = lab_secrets()
+        sampler = ProcSampler(secrets, f"{RUN_MARKER}={tmp_path.resolve()}".encode())
+        sampler.start()
+    try:
+        code = runbook.main(
+            [
+                "--target",
+                target,
+                "--blobs",
+                str(blobs),
+                "--out",
+                str(tmp_path),
+                "--rate",
+                "25",
+                *(["--keep"] if audit else []),
+                *extra,
+            ]
+        )
+        out = capsys.readouterr().out
+        if sampler is not None:
+            sampler.stop()
+            searched = files_to_search(tmp_path)
+            scanned, in_files = search_files(searched, secrets)
+            holders = secret_holders()
+    finally:
+        if sampler is not None:
+            sampler.stop()
+            rb = runbook.Runbook(tmp_path / "teardown", target, blobs, 25)
+            rb.prepare_env()
+            rb.play("lab down", "lab.yml", "-e", "lab_state=absent")
+    if sampler is not None:  # first: it holds whatever the run did
+        assert_no_secrets(evidence, sampler, searched, scanned, in_files, len(secrets))
+        evidence["files holding secrets by design (not searched)"] = len(holders)
+        assert {p: oct(m) for p, m in holders.items() if m & 0o007} == {}
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0, out[-3000:]
     assert report["blobs_in_old_at_start"] == blobs
@@ -37,3 +234,30 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys):
     # the Riak CS target) found every blob: it reaches the new store.
     assert report["proxy"] == {"8080_listening": True, "8081_listening": False}
     assert out.rstrip().splitlines()[-1] == f"report: {tmp_path / 'report.json'}"
+
+
+def assert_no_secrets(
+    evidence, sampler: ProcSampler, files: list[Path], scanned: int, in_files: list, n: int
+) -> None:
+    assert sampler.error is None, sampler.error
+    commands = set(sampler.seen.values())
+    kinds = {
+        "ansible": any("ansible" in c for c in commands),
+        "weed": any("weed mini" in c for c in commands) and any("weed s3" in c for c in commands),
+        "app": any("blobshift.lab.app" in c for c in commands),
+        "backfill": any("blob_migration" in c for c in commands),
+        "nginx": any(c.startswith("nginx:") for c in commands),
+    }
+    vvv_logs = [p for p in files if p.parent.name == "ansible" and p.suffix == ".log"]
+    evidence["secrets looked for"] = n
+    evidence["/proc sweeps"] = sampler.sweeps
+    evidence["processes sampled"] = len(sampler.seen)
+    evidence["/proc bytes searched"] = sampler.bytes
+    evidence["files searched"] = len(files)
+    evidence["file bytes searched"] = scanned
+    evidence["ansible -vvv --diff outputs"] = len(vvv_logs)
+    evidence["secrets found"] = len(sampler.found) + len(in_files)
+    assert all(kinds.values()), kinds  # the sampler saw every kind of process
+    assert any("phase2" in p.name for p in vvv_logs)
+    assert sampler.found == [], sampler.found[:10]
+    assert in_files == [], in_files[:10]
