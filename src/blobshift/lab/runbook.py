@@ -8,6 +8,10 @@ delete, byte for byte, in the new store alone. Human summary on the terminal, JS
 report on disk, its path printed last.
 
     python -m blobshift.lab.runbook [--blobs 20000] [--target riakcs|external] [--drill] [--keep]
+        [--ansible-flag=-vvv --ansible-flag=--diff]
+
+The lab has two nodes per S3 cluster (playbooks/lab.yml); blobshift.lab.soak and the
+reliability tests reuse the phase steps below and inject faults between them.
 """
 
 from __future__ import annotations
