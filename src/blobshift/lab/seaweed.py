@@ -133,6 +133,10 @@ class SeaweedServer:
             "-admin.ui=false",
             "-webdav=false",
             f"-s3.config={identities}",
+            # Each bucket is a collection that starts with 7 volumes; the default cap (free
+            # disk / 128 MB) stops writes after ~60 buckets on a 60 GB disk, and the tests
+            # make one per test. Volumes grow with their data, so a high cap costs nothing.
+            "-volume.max=5000",
         ]
         args += [f"-{name}={port}" for name, port in self.ports().items()]
         if self.tls is not None:
