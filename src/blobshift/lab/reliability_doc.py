@@ -66,6 +66,19 @@ def battery_section(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+# The runbook's order (the app's figures come keyed by phase name).
+PHASE_ORDER = ("lab-up", "phase1", "phase2", "phase3", "phase4", "phase5", "after")
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+def _phase_order(phase: dict[str, Any]) -> int:
+    name = phase["phase"]
+    return PHASE_ORDER.index(name) if name in PHASE_ORDER else len(PHASE_ORDER)
+
+
 def soak_section(history: list[dict[str, Any]]) -> list[str]:
     lines = ["## Soak runs (`make soak`)", ""]
     if not history:
@@ -83,7 +96,7 @@ def soak_section(history: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"- app: {run['app_requests']:,} requests at {run.get('app_rate', '?')}/s, "
                 f"{run['app_failed']} failed; blobs audited byte for byte: "
-                f"{run.get('blobs_audited', '?')}"
+                f"{_count(run.get('blobs_audited'))}"
             )
         if "seed" in run:
             lines.append(f"- fault seed {run['seed']} on {run.get('machine', '?')}")
@@ -92,7 +105,7 @@ def soak_section(history: list[dict[str, Any]]) -> list[str]:
             "| phase | app requests | failed | faults injected |",
             "|---|---|---|---|",
         ]
-        for phase in run["phases"]:
+        for phase in sorted(run["phases"], key=_phase_order):
             lines.append(
                 f"| {phase['phase']} | {phase['requests']} | {phase['failed']} | "
                 f"{_cell(', '.join(phase.get('faults', [])) or '-')} |"
