@@ -64,9 +64,12 @@ def _md5_b64(data: bytes) -> tuple[str, str]:
     return base64.b64encode(digest).decode(), digest.hex()
 
 
-def _multipart(size: int, etag: str, options: CopyOptions) -> bool:
-    """Whether an object of this size and source ETag is uploaded in parts."""
-    return size > options.multipart_threshold or (size > STREAM_MIN and not is_plain_md5(etag))
+def _multipart(size: int, etag: str | None, options: CopyOptions) -> bool:
+    """Whether an object of this size and source ETag (None: not known yet) is uploaded
+    in parts."""
+    if size > options.multipart_threshold:
+        return True
+    return size > STREAM_MIN and etag is not None and not is_plain_md5(etag)
 
 
 async def copy_object(
@@ -84,7 +87,7 @@ async def copy_object(
     for a multipart slot before its GET, so that memory stays bounded whatever the number
     of workers. Without hints, the GET's headers decide.
     """
-    if size_hint is not None and _multipart(size_hint, etag_hint or "0" * 32, options):
+    if size_hint is not None and _multipart(size_hint, etag_hint, options):
         async with limits.large_copies:
             return await _copy(old, new, key, limits, options, slot_held=True)
     copied = await _copy(old, new, key, limits, options, slot_held=False)
