@@ -77,7 +77,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         case["seconds"] = round(case["seconds"] + report.duration, 2)
 
 
-def _commit(root: Path) -> str:
+def git_describe(root: Path) -> str:
+    """The checkout's commit as `git describe --always --dirty` names it, or "unknown"."""
     try:
         proc = subprocess.run(
             ["git", "-C", str(root), "describe", "--always", "--dirty"],
@@ -104,7 +105,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     record = {
         "suite": suite,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(root),
+        "commit": git_describe(root),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
         "cases": sorted(ran, key=lambda c: (GROUPS.index(c["group"]), c["test"])),

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from blobshift.lab import runbook
-from blobshift.lab.evidence import _commit
+from blobshift.lab.evidence import git_describe
 from blobshift.lab.faultproxy import FaultProxy
 from blobshift.lab.reliability_doc import SOAK_HISTORY
 from blobshift.lab.reliability_doc import main as write_doc
@@ -328,7 +328,7 @@ def history_line(report: dict[str, Any], args: argparse.Namespace, ok: bool) -> 
     return {
         "finished": report["finished"],
         "blobs": report["blobs_in_old_at_start"],
-        "commit": _commit(REPO),
+        "commit": git_describe(REPO),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
         "seed": args.seed,
         "app_rate": args.rate,

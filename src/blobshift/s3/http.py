@@ -53,6 +53,10 @@ class Connection:
     active: float = 0.0
     timed_out: bool = False
 
+    def last_used(self) -> float:
+        """Loop time of the last byte sent or received."""
+        return max(self.active, self.protocol.last_rx)
+
     def close(self) -> None:
         self.writer.close()
 
@@ -249,7 +253,7 @@ class Pool:
             await asyncio.sleep(interval)
             now = loop.time()
             for conn in list(self._busy):
-                if now - max(conn.active, conn.protocol.last_rx) > self.read_timeout:
+                if now - conn.last_used() > self.read_timeout:
                     conn.timed_out = True
                     self._busy.discard(conn)
                     conn.writer.transport.abort()  # the pending read fails at once
@@ -322,8 +326,7 @@ class Pool:
         while True:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._connect()
-            last_used = max(conn.active, conn.protocol.last_rx)
-            if reused and streamed and loop.time() - last_used > STREAM_MAX_IDLE:
+            if reused and streamed and loop.time() - conn.last_used() > STREAM_MAX_IDLE:
                 conn.close()
                 reused, conn = False, await self._connect()
             conn.active = loop.time()
