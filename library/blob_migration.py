@@ -72,6 +72,16 @@ options:
     description: Only keys that start with this prefix.
     type: str
     default: ""
+  log_unfaithful_keys:
+    description:
+      - Before the first copy the engine writes, reads, lists and deletes probe keys of
+        each risky kind (C(a//b), C(x/), dot segments, long segments, C(+), C(%), spaces,
+        unicode, C(~)) in the new store. A kind the new store does not hold as written
+        (SeaweedFS folds C(//) and turns C(x/) into a directory) makes the task fail
+        before anything is copied, unless this is true; then such keys are logged as
+        "cannot be stored faithfully" instead of being copied.
+    type: bool
+    default: false
 notes:
   - Check mode runs the engine's dry run; it lists both stores and reports how many blobs
     would be copied (RV(would_copy)); it copies nothing and moves no checkpoint.
@@ -230,6 +240,7 @@ ARGUMENT_SPEC = dict(
     bwlimit=dict(type="str"),
     keys_from=dict(type="path"),
     prefix=dict(type="str", default=""),
+    log_unfaithful_keys=dict(type="bool", default=False),
 )
 
 
@@ -283,6 +294,7 @@ def main():
         shard=Shard(index, count),
         max_rps=p["max_rps"],
         bwlimit=bwlimit,
+        log_unfaithful_keys=p["log_unfaithful_keys"],
     )
     out = capture_output()
     result = run_engine(

@@ -263,3 +263,52 @@ def test_reverse_copies_new_only_blobs_back_for_a_rollback(
     assert "copied 20" in proc.stdout and "S3_BLOB_DB_SETTINGS (http" in proc.stdout
     assert contents(old_server, old_b) == md5s({"old-1": b"o", **written_during_migration})
     assert (tmp_path / "migrate_backend-reverse-checkpoint.json").exists()
+
+
+def test_a_target_that_mangles_keys_is_refused_before_any_copy(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
+    # SeaweedFS folds "a//b", makes "x/" a directory and caps a segment at 255 bytes.
+    old_b, new_b = buckets
+    seed(old_server, old_b, {"plain": b"x"})
+    proc = run_cli(
+        "migrate-backend",
+        "--settings",
+        settings_file,
+        "--log-dir",
+        tmp_path / "logs",
+        check=3,
+        log_unfaithful=False,
+    )
+    assert "double slash, trailing slash, dot segment, segment over 255 bytes" in proc.stderr
+    assert "--log-unfaithful-keys" in proc.stderr
+    assert "nothing was copied" in proc.stderr
+    assert contents(new_server, new_b) == {}  # probes deleted again, nothing copied
+    assert not (tmp_path / "logs").exists()
+
+
+def test_keys_the_target_cannot_hold_are_logged_when_the_operator_says_so(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
+    old_b, new_b = buckets
+    seed(old_server, old_b, {"plain": b"x"})
+    manifest = write_manifest(
+        tmp_path / "m.jsonl",
+        [{"blob_key": "plain"}, {"blob_key": "trail/", "type_code": "dir"}],
+    )
+    run_cli(
+        "migrate-backend",
+        "--settings",
+        settings_file,
+        "--log-dir",
+        tmp_path / "logs",
+        "--keys-from",
+        manifest,
+        check=1,
+    )
+    records = log_records(tmp_path / "logs")
+    assert [(r["blob_key"], r["type_code"]) for r in records] == [("trail/", "dir")]
+    assert records[0]["error"] == (
+        "cannot be stored faithfully in the target store (trailing slash)"
+    )
+    assert contents(new_server, new_b) == md5s({"plain": b"x"})

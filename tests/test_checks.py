@@ -160,3 +160,31 @@ def test_edited_checkpoint_is_detected_not_trusted(
     evidence["message (edited)"] = edited.stderr.strip().replace(str(tmp_path), "…")
     evidence["message (truncated)"] = cut.stderr.strip().replace(str(tmp_path), "…")
     evidence["blobs lost"] = 0
+
+
+def test_verify_metadata_compares_the_headers_that_describe_each_blob(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
+    old_b, new_b = buckets
+    blobs = random_blobs(4, 100)
+    seed(old_server, old_b, blobs, ContentType="text/x-a", Metadata={"owner": "app"})
+    run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path, check=0)
+    report = tmp_path / "verify.json"
+    run_cli("verify", "--settings", settings_file, "--metadata", "--report", report, check=0)
+    assert json.loads(report.read_text())["metadata_mismatch"] == []
+
+    client = new_server.client()
+    client.put_object(
+        Bucket=new_b,
+        Key="blob/000001",
+        Body=blobs["blob/000001"],
+        ContentType="text/x-a",
+        Metadata={"owner": "someone else"},
+    )
+    client.put_object(Bucket=new_b, Key="blob/000002", Body=blobs["blob/000002"])
+    # Without --metadata the content matches, and that is all verify can say.
+    run_cli("verify", "--settings", settings_file, "--report", report, check=0)
+    proc = run_cli("verify", "--settings", settings_file, "--metadata", "--report", report, check=1)
+    data = json.loads(report.read_text())
+    assert data["metadata_mismatch"] == ["blob/000001", "blob/000002"]
+    assert "metadata mismatch: 2" in proc.stdout

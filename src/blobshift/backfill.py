@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from blobshift.copy import CopyOptions, copy_object
+from blobshift.fidelity import PROBE_PREFIX, classes_of, unfaithful_classes
 from blobshift.progress import Output, Progress, human_bytes, rate_text
 from blobshift.ratelimit import Limits
 from blobshift.runfiles import (
@@ -41,12 +42,21 @@ from blobshift.runfiles import (
     utc_iso,
     write_json_atomic,
 )
-from blobshift.s3.client import NotFound, RetryPolicy, S3Client
+from blobshift.s3.client import NotFound, RetryPolicy, S3Client, is_retryable
 from blobshift.settings import BlobSettings
-from blobshift.sources import PRESENT, Shard, Work, listing_source, manifest_source, scan_manifest
-from blobshift.stores import open_stores, preflight
+from blobshift.sources import (
+    PRESENT,
+    Job,
+    Shard,
+    Work,
+    listing_source,
+    manifest_source,
+    scan_manifest,
+)
+from blobshift.stores import StoreError, open_stores, preflight
 
 STATUS_INTERVAL = 2.0
+UNFAITHFUL = "cannot be stored faithfully in the target store"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class BackfillOptions:
     progress_interval: float = 10.0
     # Rollback: copy what only the new store holds back to the old one.
     reverse: bool = False
+    # Keys of a class the target cannot hold as written: logged instead of refusing to start.
+    log_unfaithful_keys: bool = False
 
 
 @dataclass
@@ -161,6 +173,8 @@ class Backfill:
         # Keys in this checkpoint's earlier logs: a resume does not log them again.
         self._logged_before: set[str] = set()
         self._relogged = 0
+        # Key classes the target does not hold as written (see blobshift.fidelity).
+        self._unfaithful: frozenset[str] = frozenset()
 
     # -- identity of what is enumerated: a checkpoint is only valid for the same one --
 
@@ -190,7 +204,8 @@ class Backfill:
                 "mismatch): ignored and rewritten; where to resume comes from the checkpoint"
             )
             return None
-        return raw
+        status: dict[str, Any] = raw
+        return status
 
     def _load_checkpoint(self) -> Checkpoint:
         source, shard = self._source_id(), str(self.opts.shard)
@@ -228,6 +243,7 @@ class Backfill:
             self._total = scan_manifest(self.opts.keys_from)
         async with open_stores(self.settings, self.opts.num_workers) as (old, new):
             await preflight(old, new, settings_path=self.settings.path)
+            await self._probe_key_fidelity(new)
             with contextlib.ExitStack() as held:
                 with log_dir_writes(self.opts.log_dir, "lock file"):
                     self.opts.log_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +253,26 @@ class Backfill:
                     return await self._dry_run(old, new, cp)
                 return await self._copy_run(old, new, cp)
 
-    def _source(self, old: S3Client, new: S3Client, cp: Checkpoint) -> AsyncIterator[Any]:
+    async def _probe_key_fidelity(self, new: S3Client) -> None:
+        unfaithful = await unfaithful_classes(new)
+        if not unfaithful:
+            return
+        names = ", ".join(unfaithful)
+        if not self.opts.log_unfaithful_keys:
+            raise StoreError(
+                f"{new.store.describe()} does not hold keys of these kinds as written: "
+                f"{names} (probed under {PROBE_PREFIX}); copied, such blobs would be lost "
+                "or mangled. Use a target that holds them, or re-run with "
+                "--log-unfaithful-keys to log such keys instead of copying them"
+            )
+        self._unfaithful = frozenset(unfaithful)
+        self.out.line(
+            f"{new.store.describe()} cannot hold keys with: {names}: such keys are logged"
+        )
+
+    def _source(
+        self, old: S3Client, new: S3Client, cp: Checkpoint
+    ) -> AsyncIterator[tuple[str, Job]]:
         if self.opts.keys_from is not None:
             start = int(cp.position or 0)
             return manifest_source(self.opts.keys_from, start, self.opts.prefix, self.opts.shard)
@@ -250,7 +285,7 @@ class Backfill:
             if work is None:
                 continue
             self.counts.listed += 1
-            if work == PRESENT or (
+            if work is PRESENT or (
                 isinstance(work, Work) and work.check_new and await new.head(work.key)
             ):
                 self.counts.skipped += 1
@@ -359,7 +394,7 @@ class Backfill:
                 continue
             self.counts.listed += 1
             in_chunk += 1
-            if work == PRESENT:
+            if work is PRESENT:
                 self.counts.skipped += 1
             else:
                 chunks.add(chunk)
@@ -388,6 +423,9 @@ class Backfill:
                 return
 
     async def _handle(self, work: Work, old: S3Client, new: S3Client) -> None:
+        if self._unfaithful and (classes := classes_of(work.key, self._unfaithful)):
+            self._record(work, f"{UNFAITHFUL} ({', '.join(classes)})")
+            return
         if work.check_new and await new.head(work.key) is not None:
             self.counts.skipped += 1
             return
@@ -410,7 +448,8 @@ class Backfill:
                 self._record(work, "not found in old db")
             return
         except Exception as exc:
-            self._record(work, f"too many retries: {exc}" if str(exc) else type(exc).__name__)
+            text = str(exc) or type(exc).__name__
+            self._record(work, f"too many retries: {text}" if is_retryable(exc) else text)
             return
         self.counts.copied += 1
         self.counts.bytes += n

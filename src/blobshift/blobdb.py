@@ -254,7 +254,8 @@ class S3BlobDB:
             if is_missing(exc):
                 raise NotFound(key) from None
             raise
-        return reply["Body"]
+        body: IO[bytes] = reply["Body"]
+        return body
 
     def get(self, key: str) -> bytes:
         for attempt in range(1, self.read_attempts + 1):
@@ -270,7 +271,8 @@ class S3BlobDB:
 
     def _head(self, key: str) -> dict[str, Any]:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+            return head
         except ClientError as exc:
             if is_missing(exc):
                 raise NotFound(key) from None

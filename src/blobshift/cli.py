@@ -207,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rollback: copy the blobs only the new store holds back to the old one",
     )
     m.add_argument(
+        "--log-unfaithful-keys",
+        action="store_true",
+        help="log keys of a kind the target does not hold as written (found by the key "
+        "probe before the first copy, e.g. 'a//b' or 'x/' on SeaweedFS) instead of "
+        "refusing to start",
+    )
+    m.add_argument(
         "--progress-interval",
         type=_positive_float,
         default=10.0,
@@ -246,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--checksum",
         action="store_true",
         help="download both sides where ETags cannot tell (multipart)",
+    )
+    v.add_argument(
+        "--metadata",
+        action="store_true",
+        help="also compare content type, encoding, disposition, cache control and user "
+        "metadata (one HEAD per side and blob)",
     )
     v.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     v.add_argument("--prefix", default="")
@@ -303,6 +316,7 @@ async def _migrate(args: argparse.Namespace, out: Output) -> int:
         copy=CopyOptions(args.multipart_threshold, args.part_size),
         progress_interval=args.progress_interval,
         reverse=args.reverse,
+        log_unfaithful_keys=args.log_unfaithful_keys,
     )
     result = await Backfill(settings, options, out).run()
     return result.exit_code
@@ -329,6 +343,7 @@ async def _verify(args: argparse.Namespace, out: Output) -> int:
     report = await verify(
         settings,
         checksum=args.checksum,
+        metadata=args.metadata,
         prefix=args.prefix,
         num_workers=args.num_workers,
         accept=accept,

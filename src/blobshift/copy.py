@@ -21,7 +21,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from blobshift.ratelimit import Limits
-from blobshift.s3.client import KEPT_HEADERS, NotFound, S3Client, S3Error, is_plain_md5
+from blobshift.s3.client import (
+    KEPT_HEADERS,
+    InvalidHeader,
+    NotFound,
+    S3Client,
+    S3Error,
+    is_plain_md5,
+    unsendable,
+)
 from blobshift.s3.http import BodyStream, Response
 
 MIB = 1024 * 1024
@@ -50,11 +58,20 @@ class CopyOptions:
     part_size: int = DEFAULT_PART_SIZE
 
 
-def kept_headers(resp: Response) -> dict[str, str]:
-    """The headers that describe the object: content type/encoding/disposition, metadata."""
+def kept_headers(resp: Response, what: str = "GET") -> dict[str, str]:
+    """The headers that describe the object: content type/encoding/disposition, metadata.
+
+    Values are the bytes the source sent (in a latin-1 str) and are copied as they are. One
+    with a line break or NUL cannot be sent on (it would end the header early, or be
+    refused), so the object is not copied: an InvalidHeader, which is not retried.
+    """
     out: dict[str, str] = {}
     for name, value in resp.headers.items():
         if name in KEPT_HEADERS or name.startswith("x-amz-meta-"):
+            problem = unsendable(name, value)
+            if problem is not None:
+                message = f"header {name} {problem}, cannot be copied faithfully"
+                raise InvalidHeader(what, name, message)
             out[name] = value
     return out
 
@@ -87,10 +104,12 @@ async def copy_object(
     for a multipart slot before its GET, so that memory stays bounded whatever the number
     of workers. Without hints, the GET's headers decide.
     """
+    copied: int | None
     if size_hint is not None and _multipart(size_hint, etag_hint, options):
         async with limits.large_copies:
-            return await _copy(old, new, key, limits, options, slot_held=True)
-    copied = await _copy(old, new, key, limits, options, slot_held=False)
+            copied = await _copy(old, new, key, limits, options, slot_held=True)
+    else:
+        copied = await _copy(old, new, key, limits, options, slot_held=False)
     if copied is None:  # a multipart upload after all: wait for a slot, GET again
         async with limits.large_copies:
             copied = await _copy(old, new, key, limits, options, slot_held=True)
@@ -112,7 +131,7 @@ async def _copy(
     try:
         size = int(resp.headers.get("content-length", "0"))
         source_etag = resp.headers.get("etag", "").strip('"')
-        headers = kept_headers(resp)
+        headers = kept_headers(resp, f"{old.store.name} GET {key}")
         if _multipart(size, source_etag, options):
             # Not waiting for a slot with the GET open: an idle response times out.
             if not slot_held:
@@ -155,7 +174,9 @@ async def _copy_streamed(
     try:
         etag = await new.put_stream(key, BodyStream(size, chunks()), headers)
     except S3Error as exc:
-        if exc.code == "BadDigest":  # what arrived is not what the source's ETag says
+        # What arrived is not what the source's ETag says. Riak CS says InvalidDigest
+        # for a mismatch too (riak_cs_put_fsm:is_digest_valid/2), S3 BadDigest.
+        if exc.code in ("BadDigest", "InvalidDigest"):
             raise IntegrityError(f"PUT {key}", "content does not match the source ETag") from None
         raise
     if etag and is_plain_md5(etag) and etag != source_etag:
@@ -192,4 +213,11 @@ async def _copy_multipart(
     return copied
 
 
-__all__ = ["CopyOptions", "IntegrityError", "NotFound", "copy_object", "kept_headers"]
+__all__ = [
+    "CopyOptions",
+    "IntegrityError",
+    "InvalidHeader",
+    "NotFound",
+    "copy_object",
+    "kept_headers",
+]

@@ -123,7 +123,7 @@ def set_nested(text: str, block: str, key: str, value: str, comment: str = "") -
             lines[i] = f"{m.group(1)}{key}: {value}{note}"
             break
         if lines[i].strip() and not lines[i].lstrip().startswith("#"):
-            indent = re.match(r"^(\s*)", lines[i]).group(1) or indent
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())] or indent
     else:
         note = f"  # {comment}" if comment else ""
         lines.insert(end, f"{indent}{key}: {value}{note}")

@@ -110,7 +110,7 @@ def is_sealed(raw: object) -> bool:
     if not isinstance(raw, dict) or "sha256" not in raw:
         return False
     body = {k: v for k, v in raw.items() if k != "sha256"}
-    return raw["sha256"] == _digest(body)
+    return bool(raw["sha256"] == _digest(body))
 
 
 @dataclass

@@ -30,7 +30,10 @@ OPTIONAL_KEYS: dict[str, type | tuple[type, ...]] = {
     "list_version": int,
     "verify": (bool, str),
     "region": str,
+    "dialect": str,
 }
+# Server behaviours a store may need the engine to follow (see README, "S3 implementations").
+DIALECTS = ("riakcs",)
 SIGNATURE_VERSIONS = ("s3", "s3v4")
 
 
@@ -52,6 +55,7 @@ class StoreSettings:
     list_version: int = 2
     verify: bool | str = True
     region: str = "us-east-1"
+    dialect: str = ""
 
     @property
     def signature_version(self) -> str:
@@ -119,6 +123,9 @@ def _store(path: Path, name: str, raw: object) -> StoreSettings:
     for key in ("max_pool_connections", "connect_timeout", "read_timeout"):
         if key in config and (not isinstance(config[key], int | float) or config[key] <= 0):
             raise SettingsError(f"{where}['config'][{key!r}] must be a positive number")
+    dialect = raw.get("dialect") or ""
+    if dialect and dialect not in DIALECTS:
+        raise SettingsError(f"{where}['dialect'] is {dialect!r}: use one of {list(DIALECTS)}")
     verify = raw.get("verify", True)
     if isinstance(verify, str) and not Path(verify).is_file():
         raise SettingsError(f"{where}['verify'] names CA bundle {verify!r}, which is not a file")
@@ -133,6 +140,7 @@ def _store(path: Path, name: str, raw: object) -> StoreSettings:
         list_version=list_version,
         verify=verify,
         region=raw.get("region") or "us-east-1",
+        dialect=dialect,
     )
 
 

@@ -7,17 +7,27 @@ do for it: a `Work`, `PRESENT` (already in new: nothing to do) or None (another 
 
 from __future__ import annotations
 
+import enum
 import json
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
-from blobshift.s3.client import ObjectInfo, S3Client
+from blobshift.merge import merge_listings
+from blobshift.s3.client import S3Client
 
 MANIFEST_FIELDS = ("parent_id", "type_code", "domain")
-PRESENT = "present"
+
+
+class Presence(enum.Enum):
+    """A typed sentinel: the key is already in the new store, there is nothing to do."""
+
+    PRESENT = "present"
+
+
+PRESENT: Final = Presence.PRESENT
 
 
 class ManifestError(ValueError):
@@ -60,19 +70,25 @@ class Work:
     etag: str | None = None  # the old store's, from its listing
 
 
+Job = Work | Literal[Presence.PRESENT] | None
+
+
 async def listing_source(
     old: S3Client, new: S3Client, prefix: str, start_after: str, shard: Shard
-) -> AsyncIterator[tuple[str, Work | str | None]]:
+) -> AsyncIterator[tuple[str, Job]]:
     """Merge both listings in key order: a key already in new needs no request at all."""
-    new_iter = new.iter_objects(prefix, start_after).__aiter__()
-    nxt: ObjectInfo | None = await anext(new_iter, None)
-    async for obj in old.iter_objects(prefix, start_after):
+    pairs = merge_listings(
+        old.iter_objects(prefix, start_after),
+        new.iter_objects(prefix, start_after),
+        stop_with_old=True,
+    )
+    async for pair in pairs:
+        obj = pair.old
+        if obj is None:
+            continue  # only in new: nothing to copy
         if not shard.owns(obj.key):
             yield obj.key, None
-            continue
-        while nxt is not None and nxt.key < obj.key:
-            nxt = await anext(new_iter, None)
-        if nxt is not None and nxt.key == obj.key:
+        elif pair.new is not None:
             yield obj.key, PRESENT
         else:
             yield obj.key, Work(obj.key, obj.size, etag=obj.etag)

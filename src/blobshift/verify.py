@@ -2,9 +2,11 @@
 
 One ordered pass over both listings: missing in new, size mismatches, ETag mismatches
 where both ETags are plain MD5s. Where an ETag is a multipart one (not an MD5 of the
-content), `--checksum` downloads both sides and compares their MD5s. Candidates for
-"missing" are looked up again at the end: a blob the app deleted from both stores
-during the pass is not missing.
+content), `--checksum` downloads both sides and compares their MD5s; `--metadata` compares
+the headers that describe each object (content type, encoding, disposition, cache
+control, user metadata). Keys missing from the new listing are looked up again at the
+end and compared by the same rules: a blob the app deleted from both stores during the
+pass is not missing, and one the new store answers for with other bytes is not matched.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blobshift.merge import merge_listings
 from blobshift.progress import Output, Progress
 from blobshift.runfiles import utc_iso, write_json_atomic
 from blobshift.s3.client import ObjectInfo, RetryPolicy, is_plain_md5
@@ -24,6 +28,7 @@ from blobshift.stores import open_stores, preflight
 
 # Offending keys kept in the report, per category; counts are always complete.
 MAX_KEYS_IN_REPORT = 100_000
+PROBLEMS = ("missing", "size_mismatch", "etag_mismatch", "content_mismatch", "metadata_mismatch")
 
 
 @dataclass
@@ -39,18 +44,15 @@ class VerifyReport:
     size_mismatch: list[str] = field(default_factory=list)
     etag_mismatch: list[str] = field(default_factory=list)
     content_mismatch: list[str] = field(default_factory=list)
+    metadata_mismatch: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     checksum: bool = False
+    metadata: bool = False
     elapsed: float = 0.0
 
     @property
     def problems(self) -> int:
-        return (
-            len(self.missing)
-            + len(self.size_mismatch)
-            + len(self.etag_mismatch)
-            + len(self.content_mismatch)
-        )
+        return sum(len(getattr(self, name)) for name in PROBLEMS)
 
     @property
     def clean(self) -> bool:
@@ -67,13 +69,14 @@ async def verify(
     settings: BlobSettings,
     *,
     checksum: bool = False,
+    metadata: bool = False,
     prefix: str = "",
     num_workers: int = 8,
     accept: set[str] | None = None,
     out: Output | None = None,
 ) -> VerifyReport:
     out = out or Output()
-    report = VerifyReport(checksum=checksum)
+    report = VerifyReport(checksum=checksum, metadata=metadata)
     started = time.monotonic()
     retry = RetryPolicy(attempts=5)
     async with open_stores(settings, num_workers) as (old, new):
@@ -82,68 +85,94 @@ async def verify(
         pending: set[asyncio.Task[None]] = set()
         progress = Progress(out)
 
-        async def compare_content(o: ObjectInfo) -> None:
+        async def compare_content(key: str) -> None:
             async with sem:
                 a, b = await asyncio.gather(
-                    retry.run(lambda: old.content_md5(o.key)),
-                    retry.run(lambda: new.content_md5(o.key)),
+                    retry.run(lambda: old.content_md5(key)),
+                    retry.run(lambda: new.content_md5(key)),
                 )
             if a == b:
                 report.matched_by_content += 1
             else:
-                report.content_mismatch.append(o.key)
+                report.content_mismatch.append(key)
 
-        new_iter = new.iter_objects(prefix).__aiter__()
-        n: ObjectInfo | None = await anext(new_iter, None)
-        candidates: list[str] = []
-        async for o in old.iter_objects(prefix):
-            report.old_objects += 1
-            while n is not None and n.key < o.key:
-                report.new_objects += 1
-                report.extra_in_new += 1
-                n = await anext(new_iter, None)
-            if n is None or n.key != o.key:
-                candidates.append(o.key)
-                continue
-            report.new_objects += 1
+        async def compare_metadata(key: str) -> None:
+            async with sem:
+                a, b = await asyncio.gather(old.head(key), new.head(key))
+            if a is None or b is None:
+                return  # deleted meanwhile: the pass's own counts tell
+            if not same_metadata(a.headers, b.headers):
+                report.metadata_mismatch.append(key)
+
+        async def spawn(job: Awaitable[None]) -> None:
+            task = asyncio.ensure_future(job)
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            if len(pending) >= num_workers * 2:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+        async def compare(o: ObjectInfo, n: ObjectInfo) -> None:
+            """The one rule for a key on both sides, in the pass and in the late look-up."""
             if n.size != o.size:
                 report.size_mismatch.append(o.key)
-            elif is_plain_md5(o.etag) and is_plain_md5(n.etag):
+                return
+            if metadata:
+                await spawn(compare_metadata(o.key))
+            if is_plain_md5(o.etag) and is_plain_md5(n.etag):
                 if o.etag == n.etag:
                     report.matched += 1
                 else:
                     report.etag_mismatch.append(o.key)
             elif checksum:
-                task = asyncio.create_task(compare_content(o))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                if len(pending) >= num_workers * 2:
-                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await spawn(compare_content(o.key))
             else:
                 report.size_only += 1
-            n = await anext(new_iter, None)
+
+        candidates: list[ObjectInfo] = []
+        pairs = merge_listings(old.iter_objects(prefix), new.iter_objects(prefix))
+        async for pair in pairs:
+            if pair.new is not None:
+                report.new_objects += 1
+            if pair.old is None:
+                report.extra_in_new += 1
+                continue
+            report.old_objects += 1
+            if pair.new is None:
+                candidates.append(pair.old)
+            else:
+                await compare(pair.old, pair.new)
             if report.old_objects % 5000 == 0:
                 progress.show(f"verify: {report.old_objects:,} old objects compared")
-        while n is not None:
-            report.new_objects += 1
-            report.extra_in_new += 1
-            n = await anext(new_iter, None)
-        if pending:
-            await asyncio.gather(*pending)
-        for key in candidates:
-            if await new.head(key) is not None:
-                report.matched += 1  # the app or a late copy put it there during the pass
-            elif await old.head(key) is None:
+        # Not in the new listing: the app or a late copy may have put it there during the
+        # pass, or the app deleted it from both. A key the new store answers for but does
+        # not list (a store that folds "//" or turns "x/" into a directory) is compared
+        # like any other: answering is not matching.
+        for o in candidates:
+            n = await new.head(o.key)  # retried inside
+            if n is not None:
+                await compare(o, ObjectInfo(o.key, n.size, n.etag))
+            elif await old.head(o.key) is None:
                 report.deleted_during_pass += 1
             else:
-                report.missing.append(key)
+                report.missing.append(o.key)
+        if pending:
+            await asyncio.gather(*pending)
     if accept:
         report.accepted = sorted(k for k in report.missing if k in accept)
         report.missing = [k for k in report.missing if k not in accept]
-    for name in ("missing", "size_mismatch", "etag_mismatch", "content_mismatch"):
+    for name in PROBLEMS:
         del getattr(report, name)[MAX_KEYS_IN_REPORT:]
     report.elapsed = round(time.monotonic() - started, 2)
     return report
+
+
+def same_metadata(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
+    """Every header that describes the old object is in the new one, byte for byte, and the
+    new one has no user metadata of its own. A content type only the new store has is its
+    default for an object stored without one, not a change."""
+    if any(new.get(name) != value for name, value in old.items()):
+        return False
+    return all(name in old for name in new if name.startswith("x-amz-meta-"))
 
 
 def summarize(report: VerifyReport) -> list[str]:
@@ -156,9 +185,11 @@ def summarize(report: VerifyReport) -> list[str]:
         f"ETag mismatch: {len(report.etag_mismatch)}, content mismatch: "
         f"{len(report.content_mismatch)}, deleted during the pass: {report.deleted_during_pass}",
     ]
+    if report.metadata:
+        lines.append(f"  metadata mismatch: {len(report.metadata_mismatch)}")
     if report.accepted:
         lines.append(f"  accepted as lost by the operator: {len(report.accepted)}")
-    for name in ("missing", "size_mismatch", "etag_mismatch", "content_mismatch"):
+    for name in PROBLEMS:
         for key in getattr(report, name)[:10]:
             lines.append(f"  {name}: {key}")
     lines.append("verify: CLEAN" if report.clean else f"verify: {report.problems} PROBLEM(S)")
@@ -188,4 +219,11 @@ def load_accept_list(path: Path) -> set[str]:
     return keys
 
 
-__all__ = ["VerifyReport", "load_accept_list", "summarize", "verify", "write_report"]
+__all__ = [
+    "VerifyReport",
+    "load_accept_list",
+    "same_metadata",
+    "summarize",
+    "verify",
+    "write_report",
+]

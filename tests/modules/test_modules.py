@@ -25,6 +25,10 @@ MODULES = ("blob_migration", "blob_log_check", "blob_migration_verify", "blob_mi
 
 def run_module(name: str, args: dict, capsys, *, check_mode: bool = False) -> dict:
     module = load_module(name)
+    if name == "blob_migration":
+        # The test stores are SeaweedFS, whose key probe fails for "a//b" and "x/" (see
+        # blobshift.fidelity): let such keys be logged, as the lab's environment does.
+        args = {"log_unfaithful_keys": True, **args}
     if check_mode:
         args = {**args, "_ansible_check_mode": True}
     with patch_module_args(args), pytest.raises(SystemExit):

@@ -24,6 +24,8 @@ STORE_DEFAULTS = {
     "bulk_delete_chunksize": 1000,
     "max_pool_connections": 10,
     "botocore_config": {"s3": {"addressing_style": "path"}},
+    # Server behaviour the engine must follow ("riakcs"; see the README), else empty.
+    "dialect": "",
 }
 DESCRIPTIONS = {
     "steady": "steady: one store behind the proxy on the main port (also 'done')",
@@ -81,6 +83,8 @@ def _store(raw: object, var: str, public: str, errors: list[str]) -> dict:
         )
     if store["list_version"] not in (1, 2):
         errors.append(f"{var}.list_version in {public} must be 1 (Riak CS) or 2")
+    if store["dialect"] not in ("", "riakcs"):
+        errors.append(f"{var}.dialect in {public} is {store['dialect']!r}: use 'riakcs' or ''")
     for key in ("bulk_delete_chunksize", "max_pool_connections"):
         value = store[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

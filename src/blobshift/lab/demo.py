@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
         step(f"seeding {args.blobs} blobs of mixed sizes into the old store")
         manifest, current = out / "manifest.jsonl", out / "manifest-current.jsonl"
-        seeded = asyncio.run(
-            seed_store(load_settings(settings).old, manifest, SeedSpec(args.blobs))
-        )
+        old_store = load_settings(settings).old
+        assert old_store is not None
+        seeded = asyncio.run(seed_store(old_store, manifest, SeedSpec(args.blobs)))
 
         step("the app, now migrating: writes 25 new blobs to the new store, deletes six")
         app = asyncio.run(app_activity(settings, manifest, current))
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(logs),
                 "--keys-from",
                 str(manifest),
+                # SeaweedFS fails the key probe for "a//b" and "x/" (the seed has none).
+                "--log-unfaithful-keys",
             ]
         )
         status = json.loads((logs / "migrate_backend-status.json").read_text())

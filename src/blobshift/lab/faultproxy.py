@@ -8,6 +8,12 @@ framing (Content-Length or chunked), streamed in both directions. Connections ar
 alive on both sides: each client connection gets its own upstream connection, reused for
 its next requests.
 
+With `dialect="riakcs"` (`--dialect riakcs --credentials FILE`) the proxy also plays Riak
+CS in front of the server (see blobshift.lab.riakcs_dialect): it checks each request's
+SigV2 signature the way Riak CS does, answers listings, multipart uploads and errors in
+Riak CS's form (raw keys, V1 only, upload ids ending in `==`, InvalidDigest), and sends
+the server its own SigV4-signed request. Faults are decided first, as before.
+
 Stdlib only. Use `FaultProxy(...).start()` from tests (own event loop in a daemon thread)
 or `python -m blobshift.lab.faultproxy --listen H:P --upstream H:P --slowdown 0.3`.
 Probabilities can be changed at any time from any thread; `counters()` says what was done.
@@ -19,18 +25,26 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import json
 import random
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from xml.sax.saxutils import escape
+
+from blobshift.lab.riakcs_dialect import Reply, RiakCSDialect
 
 BUF = 64 * 1024
 HEAD_LIMIT = 64 * 1024  # longest request/status line + headers we accept
 IDLE_TIMEOUT = 300.0  # an idle client connection is closed after this many seconds
 LINGER = 5.0  # at most this long discarding input before closing a client connection
+# A dialect reads some bodies whole to rewrite them (listings, multipart documents, errors);
+# none of those is anywhere near this.
+DIALECT_BODY_LIMIT = 16 * 1024 * 1024
+DIALECTS = ("riakcs",)
 # Hop-by-hop headers are not relayed. Expect is answered by the proxy itself (like nginx),
 # so the fault decision happens before the client sends a body. Transfer-Encoding is kept:
 # bodies are relayed with their framing unchanged.
@@ -222,6 +236,44 @@ async def copy_until_eof(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -
         await _write(dst, data)
 
 
+async def read_body(src: asyncio.StreamReader, framing: Framing, limit: int) -> bytes:
+    """A whole body, decoded from its framing (for the dialect, which rewrites it)."""
+    if framing.kind == "none":
+        return b""
+    if framing.kind == "length":
+        if framing.length > limit:
+            raise ProtocolError(f"body of {framing.length} bytes is over {limit}")
+        try:
+            return await src.readexactly(framing.length)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise SourceClosed("end of stream inside a body") from None
+    data = bytearray()
+    if framing.kind == "close":
+        while chunk := await src.read(BUF):
+            data += chunk
+            if len(data) > limit:
+                raise ProtocolError(f"body over {limit} bytes")
+        return bytes(data)
+    while True:
+        line = await _readline(src)
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError(f"bad chunk size line {line!r}") from None
+        if size == 0:
+            break
+        if len(data) + size > limit:
+            raise ProtocolError(f"body over {limit} bytes")
+        try:
+            data += await src.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise SourceClosed("end of stream inside a chunked body") from None
+        await _readline(src)  # the CRLF after the chunk
+    while await _readline(src) != b"\r\n":
+        pass  # trailers: nothing a dialect needs
+    return bytes(data)
+
+
 async def relay(
     src: asyncio.StreamReader, dst: asyncio.StreamWriter | None, framing: Framing
 ) -> None:
@@ -244,7 +296,12 @@ def error_body(fault: Fault, resource: str, request_id: str) -> tuple[int, str, 
 
 
 class FaultProxy:
-    """The proxy. Probabilities (`slowdown`, `reset`, `error`) may be set from any thread."""
+    """The proxy. Probabilities (`slowdown`, `reset`, `error`) may be set from any thread.
+
+    `dialect="riakcs"` makes it answer as Riak CS would, checking signatures with
+    `credentials` (access key -> secret key, those of the upstream server's users) and
+    signing its own requests upstream with them (SigV4, `region`).
+    """
 
     def __init__(
         self,
@@ -255,9 +312,15 @@ class FaultProxy:
         reset: float = 0.0,
         error: float = 0.0,
         seed: int | None = None,
+        dialect: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+        region: str = "us-east-1",
     ) -> None:
         self.listen = listen
         self.upstream = upstream
+        if dialect is not None and dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}: expected one of {DIALECTS}")
+        self.dialect = RiakCSDialect(credentials or {}, region) if dialect == "riakcs" else None
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._rates = {Fault.SLOWDOWN: 0.0, Fault.RESET: 0.0, Fault.ERROR: 0.0}
@@ -270,7 +333,9 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
-        return f"FaultProxy({self.url} -> {self.upstream[0]}:{self.upstream[1]}, {self.rates()})"
+        up = f"{self.upstream[0]}:{self.upstream[1]}"
+        dialect = f", {self.dialect!r}" if self.dialect is not None else ""
+        return f"FaultProxy({self.url} -> {up}, {self.rates()}{dialect})"
 
     # --- configuration and counters (any thread) ---------------------------------------
 
@@ -483,6 +548,10 @@ class _Connection:
                 await relay(self.reader, None, request_body)
             await self.answer_error(fault, method, target, keep)
             return keep
+        if self.proxy.dialect is not None:
+            return await self.forward_dialect(
+                self.proxy.dialect, head, method, target, request_body, keep, expects, fault
+            )
         if expects:
             await _write(self.writer, b"HTTP/1.1 100 Continue\r\n\r\n")
         return await self.forward(head, method, request_body, keep, fault is Fault.RESET)
@@ -522,6 +591,18 @@ class _Connection:
         if response is None:
             await self.bad_gateway()
             return False
+        return await self.relay_response(up_reader, response, method, keep, sent, cut)
+
+    async def relay_response(
+        self,
+        up_reader: asyncio.StreamReader,
+        response: Head,
+        method: str,
+        keep: bool,
+        sent: bool,
+        cut: bool,
+    ) -> bool:
+        """Relay upstream's response as it comes (cut halfway with `cut`)."""
         status = int(response.start.split(" ", 2)[1])
         framing = response_framing(method, status, response)
         up_keep = keep_alive(response.start.split(" ", 1)[0], response)
@@ -540,6 +621,84 @@ class _Connection:
         if not (sent and up_keep) or framing.kind == "close":
             self.close_upstream()
         return keep
+
+    async def forward_dialect(
+        self,
+        dialect: RiakCSDialect,
+        head: Head,
+        method: str,
+        target: str,
+        request_body: Framing,
+        keep: bool,
+        expects: bool,
+        fault: Fault | None,
+    ) -> bool:
+        """Forward through the dialect: it may answer itself (a bad signature, an unknown
+        upload id, ...), rewrites the request for upstream, and rewrites what comes back
+        unless it is an object's body, which is relayed (and cut, for a RESET fault)."""
+        plan = dialect.plan(method, target, head.headers)
+        if isinstance(plan, Reply):
+            if expects and request_body is not NO_BODY:
+                keep = False  # never told to send it: the body does not follow
+            else:
+                await relay(self.reader, None, request_body)
+            await self.send_reply(plan, method, keep)
+            return keep
+        if expects:
+            await _write(self.writer, b"HTTP/1.1 100 Continue\r\n\r\n")
+        body: bytes | None = None
+        if plan.needs_body:
+            body = await read_body(self.reader, request_body, DIALECT_BODY_LIMIT)
+            refused = dialect.check_body(plan, body)
+            if refused is not None:
+                await self.send_reply(refused, method, keep)
+                return keep
+        up = await self.open_upstream()
+        if up is None:
+            await self.bad_gateway()
+            return False
+        up_reader, up_writer = up
+        self.proxy._count("forwarded")
+        host = f"{self.proxy.upstream[0]}:{self.proxy.upstream[1]}"
+        headers = dialect.upstream_headers(plan, host, None if body is None else len(body))
+        sent = True
+        try:
+            await _write(up_writer, Head(f"{plan.method} {plan.target} HTTP/1.1", headers).encode())
+            if body is None:
+                await relay(self.reader, up_writer, request_body)
+            else:
+                await _write(up_writer, body)
+        except SinkClosed:
+            sent = keep = False
+        response = await self.read_response(up_reader)
+        if response is None:
+            await self.bad_gateway()
+            return False
+        status = int(response.start.split(" ", 2)[1])
+        if dialect.streams(plan, status):
+            return await self.relay_response(
+                up_reader, response, method, keep, sent, fault is Fault.RESET
+            )
+        framing = response_framing(method, status, response)
+        try:
+            data = await read_body(up_reader, framing, DIALECT_BODY_LIMIT)
+        except (SourceClosed, ProtocolError):
+            await self.bad_gateway()
+            return False
+        up_keep = keep_alive(response.start.split(" ", 1)[0], response)
+        if not (sent and up_keep) or framing.kind == "close":
+            self.close_upstream()
+        await self.send_reply(dialect.response(plan, status, response.headers, data), method, keep)
+        return keep
+
+    async def send_reply(self, reply: Reply, method: str, keep: bool) -> None:
+        """A dialect's answer, framed by Content-Length (a HEAD gets the head only)."""
+        headers = list(reply.headers)
+        if reply.status not in (204, 304):
+            headers.append(("Content-Length", str(len(reply.body))))
+        head = Head(f"HTTP/1.1 {reply.status} {reply.reason}", headers)
+        out = head.encode([("Connection", "keep-alive" if keep else "close")])
+        await _write(self.writer, out + (b"" if method == "HEAD" else reply.body))
 
     async def cut(self, up_reader: asyncio.StreamReader, framing: Framing) -> None:
         """Send part of the body, then close both connections (the caller closes the
@@ -622,25 +781,71 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reset", type=probability, default=0.0, help="P(GET body cut)")
     parser.add_argument("--error", type=probability, default=0.0, help="P(500 InternalError)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible faults")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default=None,
+        help="answer as this S3 server would (riakcs: Riak CS 2.x; needs --credentials)",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="the users a dialect checks signatures with: a SeaweedFS -s3.config JSON "
+        '(identities) or a JSON object {"ACCESS_KEY": "SECRET_KEY"}',
+    )
+    parser.add_argument("--region", default="us-east-1", help="region signed for upstream")
+    args = parser.parse_args(argv)
+    if args.dialect is not None and args.credentials is None:
+        parser.error(f"--dialect {args.dialect} needs --credentials FILE")
+    return args
+
+
+def load_credentials(path: Path) -> dict[str, str]:
+    """access key -> secret key from a SeaweedFS s3 config or a plain JSON object."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "identities" in data:
+        return {
+            c["accessKey"]: c["secretKey"]
+            for ident in data["identities"]
+            for c in ident.get("credentials", [])
+        }
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return {str(k): v for k, v in data.items()}
+    raise ValueError(f"{path}: neither a SeaweedFS s3 config nor an access->secret object")
 
 
 async def serve_until_signalled(proxy: FaultProxy) -> None:
     await proxy.open()
     up = f"{proxy.upstream[0]}:{proxy.upstream[1]}"
-    print(f"faultproxy listening on {proxy.url} -> {up} {proxy.rates()}", flush=True)
+    dialect = f" as {type(proxy.dialect).__name__}" if proxy.dialect is not None else ""
+    print(f"faultproxy listening on {proxy.url} -> {up} {proxy.rates()}{dialect}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # SIGUSR1 prints the counters, so a long battery run can be watched.
-    loop.add_signal_handler(signal.SIGUSR1, lambda: print(proxy.counters(), flush=True))
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(_all_counters(proxy), flush=True))
     await stop.wait()
     await proxy.aclose()
 
 
+def _all_counters(proxy: FaultProxy) -> dict[str, int]:
+    dialect = proxy.dialect.counters() if proxy.dialect is not None else {}
+    return {**proxy.counters(), **{f"dialect_{k}": v for k, v in dialect.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        credentials = load_credentials(args.credentials) if args.credentials else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # The message names the file, never its content (secrets).
+        print(
+            f"faultproxy: cannot read credentials from {args.credentials}: {type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 2
     proxy = FaultProxy(
         args.listen,
         args.upstream,
@@ -648,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
         reset=args.reset,
         error=args.error,
         seed=args.seed,
+        dialect=args.dialect,
+        credentials=credentials,
+        region=args.region,
     )
     try:
         asyncio.run(serve_until_signalled(proxy))
@@ -657,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"faultproxy counters: {proxy.counters()}", file=sys.stderr)
+    print(f"faultproxy counters: {_all_counters(proxy)}", file=sys.stderr)
     return 0
 
 

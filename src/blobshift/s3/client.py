@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -46,10 +47,73 @@ class NotFound(S3Error):
     pass
 
 
+# What a header must not hold: CR, LF or NUL would end or split it on the wire (a request
+# the server reads differently, or a silently different value), and a character above
+# U+00FF is no byte (header values are bytes carried in a latin-1 str).
+_UNSENDABLE = re.compile("[\r\n\0]|[^\0-\xff]")
+
+
+def unsendable(name: str, value: str) -> str | None:
+    """What makes this header impossible to send as it is ("has a line break"), or None."""
+    bad = _UNSENDABLE.search(value) or _UNSENDABLE.search(name)
+    if bad is None:
+        return None
+    char = bad.group()
+    if char in "\r\n":
+        return "has a line break"
+    if char == "\0":
+        return "has a NUL"
+    return f"has U+{ord(char):04X}, which is not a byte"
+
+
+class InvalidHeader(S3Error):
+    """A header that cannot be sent as it is; not retryable: every attempt would fail."""
+
+    def __init__(self, what: str, header: str, message: str) -> None:
+        super().__init__(0, "InvalidHeader", message, what)
+        # No "HTTP 0" in the text: no request was made. The value stays out of it: metadata
+        # may be private.
+        self.args = (f"{what}: {message}",)
+        self.header = header
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class BadListing(S3Error):
+    """A listing answer that cannot be trusted to continue the pass (retried)."""
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(200, "BadListing", message, what)
+
+    @property
+    def retryable(self) -> bool:
+        return True  # a proxy or a busy node may answer nonsense once
+
+
 class ObjectInfo(NamedTuple):
     key: str
     size: int
     etag: str
+
+
+class ObjectHead(NamedTuple):
+    """What a HEAD tells: a listing's fields plus the headers that describe the object."""
+
+    key: str
+    size: int
+    etag: str
+    headers: dict[str, str]
+
+
+def object_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers that describe an object and must survive a copy (lower-case names)."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name in KEPT_HEADERS or name.startswith("x-amz-meta-")
+    }
 
 
 def is_plain_md5(etag: str) -> bool:
@@ -141,7 +205,7 @@ class S3Client:
         )
         self.sigv2 = store.signature_version == "s3"
         self.signer: SigV2Signer | SigV4Signer = (
-            SigV2Signer(store.access_key, store.secret_key)
+            SigV2Signer(store.access_key, store.secret_key, riakcs=store.dialect == "riakcs")
             if self.sigv2
             else SigV4Signer(store.access_key, store.secret_key, store.region)
         )
@@ -183,21 +247,44 @@ class S3Client:
         what: str = "",
     ) -> Response:
         """One signed request; raises S3Error (NotFound on 404) for error statuses."""
+        what = what or f"{method} {key or self.store.bucket}"
+        target, hdrs = self.prepare(method, key, query=query, headers=headers, what=what)
+        resp = await self.pool.request(method, target, hdrs, body)
+        if resp.status >= 300:
+            data = b"" if method == "HEAD" else await resp.read()
+            resp.release()
+            raise self._error(resp.status, data, what)
+        return resp
+
+    def prepare(
+        self,
+        method: str,
+        key: str | None,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        what: str = "",
+    ) -> tuple[str, dict[str, str]]:
+        """The request target and the signed headers, exactly as `request` sends them.
+
+        `query` values are plain text (encoded here); header values are bytes carried in a
+        latin-1 `str`, one character per byte, which is how they go on the wire. No I/O.
+        """
         wire, signed = self._paths(key)
         q = [(k, quote(v, safe="-_.~")) for k, v in (query or [])]
         hdrs = {"Host": self.host_header}
         if headers:
             hdrs.update(headers)
+        for name, value in hdrs.items():
+            problem = unsendable(name, value)
+            if problem is not None:
+                where = f"{self.store.name} {what or f'{method} {key or self.store.bucket}'}"
+                raise InvalidHeader(where, name, f"header {name} {problem}: not sent")
         self.signer.sign(method, signed, q, hdrs)
         target = wire
         if q:
             target += "?" + "&".join(f"{k}={v}" if v else k for k, v in q)
-        resp = await self.pool.request(method, target, hdrs, body)
-        if resp.status >= 300:
-            data = b"" if method == "HEAD" else await resp.read()
-            resp.release()
-            raise self._error(resp.status, data, what or f"{method} {key or self.store.bucket}")
-        return resp
+        return target, hdrs
 
     def _error(self, status: int, data: bytes, what: str) -> S3Error:
         code, message = "", ""
@@ -214,15 +301,16 @@ class S3Client:
 
     # -- objects -----------------------------------------------------------------
 
-    async def head(self, key: str) -> ObjectInfo | None:
-        async def op() -> ObjectInfo | None:
+    async def head(self, key: str) -> ObjectHead | None:
+        async def op() -> ObjectHead | None:
             try:
                 resp = await self.request("HEAD", key)
             except NotFound:
                 return None
             resp.release()
             h = resp.headers
-            return ObjectInfo(key, int(h.get("content-length", 0)), h.get("etag", "").strip('"'))
+            size, etag = int(h.get("content-length", 0)), h.get("etag", "").strip('"')
+            return ObjectHead(key, size, etag, object_headers(h))
 
         return await self.retry.run(op, self._retried)
 
@@ -315,7 +403,12 @@ class S3Client:
     async def list_page(
         self, prefix: str, start_after: str, max_keys: int = 1000
     ) -> tuple[list[ObjectInfo], bool]:
-        """One page of keys after `start_after`, in S3 (UTF-8 byte) order, and truncated?"""
+        """One page of keys after `start_after`, in S3 (UTF-8 byte) order, and truncated?
+
+        A page that is not a listing, a truncated page without keys, or keys that do not
+        increase from `start_after` are refused (and retried): each would end or skip a
+        pass silently.
+        """
         query = [("encoding-type", "url"), ("max-keys", str(max_keys))]
         if prefix:
             query.append(("prefix", prefix))
@@ -327,28 +420,58 @@ class S3Client:
             if start_after:
                 query.append(("start-after", start_after))
 
-        async def op() -> bytes:
+        async def op() -> tuple[list[ObjectInfo], bool]:
             resp = await self.request("GET", None, query=query, what="list")
-            return await resp.read()
+            return self._parse_listing(await resp.read(), start_after)
 
-        root = ET.fromstring(await self.retry.run(op, self._retried))
+        return await self.retry.run(op, self._retried)
+
+    def _parse_listing(self, data: bytes, start_after: str) -> tuple[list[ObjectInfo], bool]:
+        what = f"{self.store.name} list after {start_after!r}"
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError as exc:
+            raise BadListing(what, f"the answer is not XML ({exc})") from None
+        if root.tag.rpartition("}")[2] == "Error":
+            code, message = _text(root, "Code"), _text(root, "Message")
+            raise BadListing(what, f"HTTP 200 with an error document: {code} {message}".strip())
+        if root.tag.rpartition("}")[2] != "ListBucketResult":
+            raise BadListing(what, f"the answer is a <{root.tag}>, not a <ListBucketResult>")
+        # Keys are URL-encoded only when the answer says so (botocore's rule): Riak CS
+        # ignores encoding-type and sends raw keys, in which "+" and "%" are literal.
+        encoded = _text(root, "EncodingType").lower() == "url"
         entries: list[ObjectInfo] = []
         truncated = False
+        last = start_after
         for child in root:
             tag = child.tag.rpartition("}")[2]
             if tag == "Contents":
                 key = size = etag = ""
-                for field in child:
-                    name = field.tag.rpartition("}")[2]
+                for field_ in child:
+                    name = field_.tag.rpartition("}")[2]
                     if name == "Key":
-                        key = field.text or ""
+                        key = field_.text or ""
                     elif name == "Size":
-                        size = field.text or "0"
+                        size = field_.text or "0"
                     elif name == "ETag":
-                        etag = (field.text or "").strip('"')
-                entries.append(ObjectInfo(unquote_plus(key), int(size), etag))
+                        etag = (field_.text or "").strip('"')
+                if encoded:
+                    key = unquote_plus(key)
+                if key <= last:
+                    raise BadListing(
+                        what,
+                        f"key {key!r} does not come after {last!r}: the store does not list "
+                        "in key order or ignores marker/start-after (Riak CS: list_version 1)",
+                    )
+                try:
+                    entries.append(ObjectInfo(key, int(size), etag))
+                except ValueError:
+                    raise BadListing(what, f"key {key!r} has no valid <Size>") from None
+                last = key
             elif tag == "IsTruncated":
-                truncated = (child.text or "").lower() == "true"
+                truncated = (child.text or "").strip().lower() == "true"
+        if truncated and not entries:
+            raise BadListing(what, "a truncated page without keys: cannot tell where to go on")
         return entries, truncated
 
     async def iter_objects(
@@ -359,7 +482,7 @@ class S3Client:
         page, truncated = await self.list_page(prefix, start_after)
         while True:
             nxt = None
-            if truncated and page:
+            if truncated:
                 nxt = asyncio.ensure_future(self.list_page(prefix, page[-1].key))
             try:
                 for entry in page:

@@ -2,6 +2,12 @@
 
 Both sign exactly the path and query that are sent, so callers build the target once and
 hand it to both the signer and the wire.
+
+Header values are bytes carried in a latin-1 `str` (one character per byte), which is how
+they go on the wire and how a response head is read. S3 servers hash the raw header bytes
+they receive, so the string to sign holds those bytes, not a re-encoding of them. Where a
+server reads characters (SigV4 folds whitespace with Go's `strings.Fields`, which decodes
+UTF-8) the value is read as UTF-8 for that step only, invalid bytes kept as they are.
 """
 
 from __future__ import annotations
@@ -9,8 +15,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from email.utils import formatdate
+from urllib.parse import unquote
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -19,12 +27,18 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGV2_SUBRESOURCES = frozenset(
     {"acl", "delete", "location", "partNumber", "tagging", "uploadId", "uploads", "versionId"}
 )
+# Signed besides x-amz-*: Host and Content-Type (S3 requires them), Content-MD5 (pins the body).
+_V4_SIGNED = frozenset({"host", "content-md5", "content-type"})
+# Whitespace as Go's unicode.IsSpace has it, which MinIO-derived servers (SeaweedFS) fold
+# in SigV4 header values; botocore's str.split agrees but for the C0 controls FS..US.
+_SPACES = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
 
 class SigV2Signer:
-    def __init__(self, access_key: str, secret_key: str) -> None:
+    def __init__(self, access_key: str, secret_key: str, *, riakcs: bool = False) -> None:
         self._access_key = access_key
         self._mac = hmac.new(secret_key.encode(), digestmod=hashlib.sha1)
+        self._riakcs = riakcs
         self._date_sec = -1
         self._date = ""
 
@@ -45,28 +59,50 @@ class SigV2Signer:
         headers: dict[str, str],
         payload_sha256: str | None = None,
     ) -> None:
-        """Add Date and Authorization to `headers`; `path` is the URL-encoded resource."""
+        """Add Date and Authorization to `headers`; `path` is the URL-encoded resource and
+        `query` values are URI-encoded as sent."""
         del payload_sha256  # SigV2 does not cover the payload; Content-MD5 does
         headers["Date"] = self._http_date()
-        amz = sorted(
-            (k.lower(), v.strip()) for k, v in headers.items() if k.lower().startswith("x-amz-")
-        )
-        sub = sorted((k, v) for k, v in query if k in SIGV2_SUBRESOURCES)
+        mac = self._mac.copy()
+        mac.update(self.string_to_sign(method, path, query, headers, riakcs=self._riakcs))
+        signature = base64.b64encode(mac.digest()).decode()
+        headers["Authorization"] = f"AWS {self._access_key}:{signature}"
+
+    @staticmethod
+    def string_to_sign(
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        *,
+        riakcs: bool = False,
+    ) -> bytes:
+        """The bytes signed. `riakcs`: Riak CS reads each x-amz-* value's bytes as code
+        points and signs their UTF-8 (riak_cs_wm_utils:extract_amazon_headers/1), as
+        botocore does for a value it sends as latin-1; Go servers sign the bytes."""
+        # Values lose only the SP/HTAB an HTTP parser drops around them: servers sign the
+        # rest as received (str.strip would also eat the A0 byte that ends "à" in UTF-8).
+        amz = []
+        for k, v in headers.items():
+            name = k.lower()
+            if name.startswith("x-amz-"):
+                amz.append((name, v.strip(" \t")))
+        amz.sort()
+        # Sub-resource values are signed decoded (the S3 RESTAuthentication rules, botocore,
+        # Riak CS): an upload id "...==" is sent as "...%3D%3D" but signed as "...==".
+        sub = sorted((k, unquote(v)) for k, v in query if k in SIGV2_SUBRESOURCES)
         resource = path
         if sub:
             resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in sub)
         lines = [
             method,
-            _get(headers, "content-md5"),
-            _get(headers, "content-type"),
+            _chars(_get(headers, "content-md5").strip(" \t")),
+            _chars(_get(headers, "content-type").strip(" \t")),
             headers["Date"],
         ]
-        lines += [f"{k}:{v}" for k, v in amz]
+        lines += [f"{k}:{v if riakcs else _chars(v)}" for k, v in amz]
         lines.append(resource)
-        mac = self._mac.copy()
-        mac.update("\n".join(lines).encode("utf-8"))
-        signature = base64.b64encode(mac.digest()).decode()
-        headers["Authorization"] = f"AWS {self._access_key}:{signature}"
+        return "\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 class SigV4Signer:
@@ -110,12 +146,28 @@ class SigV4Signer:
         stamp, day = self._now()
         headers["x-amz-date"] = stamp
         headers["x-amz-content-sha256"] = payload_sha256 or UNSIGNED
-        signed = sorted(
-            (k.lower(), " ".join(v.split()))
-            for k, v in headers.items()
-            if k.lower() in ("host", "content-md5", "content-type")
-            or k.lower().startswith("x-amz-")
+        canonical, signed_names = self.canonical_request(method, path, query, headers)
+        scope = f"{day}/{self._region}/s3/aws4_request"
+        to_sign = "\n".join(
+            ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical).hexdigest()]
         )
+        signature = hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
+            f"SignedHeaders={signed_names}, Signature={signature}"
+        )
+
+    @staticmethod
+    def canonical_request(
+        method: str, path: str, query: list[tuple[str, str]], headers: dict[str, str]
+    ) -> tuple[bytes, str]:
+        """The canonical request as the bytes hashed, and the signed header names."""
+        signed = []
+        for k, v in headers.items():
+            name = k.lower()
+            if name in _V4_SIGNED or name.startswith("x-amz-"):
+                signed.append((name, _trimall(v)))
+        signed.sort()
         signed_names = ";".join(k for k, _ in signed)
         canonical = "\n".join(
             [
@@ -127,20 +179,7 @@ class SigV4Signer:
                 headers["x-amz-content-sha256"],
             ]
         )
-        scope = f"{day}/{self._region}/s3/aws4_request"
-        to_sign = "\n".join(
-            [
-                "AWS4-HMAC-SHA256",
-                stamp,
-                scope,
-                hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-            ]
-        )
-        signature = hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["Authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
-            f"SignedHeaders={signed_names}, Signature={signature}"
-        )
+        return canonical.encode("utf-8", "surrogateescape"), signed_names
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -152,3 +191,19 @@ def _get(headers: dict[str, str], name: str) -> str:
         if k.lower() == name:
             return v
     return ""
+
+
+def _chars(value: str) -> str:
+    """A header value (bytes in a latin-1 str) as the text its UTF-8 spells, bytes that are
+    no UTF-8 kept as surrogate escapes: encoding the result with "surrogateescape" gives
+    back the bytes sent, whatever they are."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def _trimall(value: str) -> str:
+    """SigV4's Trimall: no whitespace around the value, runs inside folded to one space."""
+    if value.isascii() and value.isprintable() and "  " not in value:
+        return value.strip(" ")  # the usual case: no whitespace but single spaces
+    return _SPACES.sub(" ", _chars(value)).strip(" ")
