@@ -51,8 +51,8 @@ from hypothesis import strategies as st
 
 from blobshift.lab.seaweed import SeaweedServer
 from blobshift.s3 import signing
-from blobshift.s3.client import InvalidHeader, S3Client
-from blobshift.s3.http import BodyStream
+from blobshift.s3.client import S3Client, is_retryable
+from blobshift.s3.http import BodyStream, HeaderError
 from blobshift.settings import StoreSettings
 
 # Made-up credentials in the shape of AWS's documentation examples.
@@ -425,23 +425,32 @@ def test_sigv2_strips_only_what_http_strips() -> None:
 
 @pytest.mark.parametrize("sig", SIGS)
 @pytest.mark.parametrize(
-    "name, value, problem",
+    "name, value",
     [
-        ("x-amz-meta-a", "line\nbreak", "has a line break"),
-        ("x-amz-meta-a", "carriage\rreturn", "has a line break"),
-        ("Content-Disposition", "nul\0byte", "has a NUL"),
-        ("x-amz-meta-a", "鍵", "has U+9375, which is not a byte"),
+        ("x-amz-meta-a", "line\nbreak"),
+        ("x-amz-meta-a", "carriage\rreturn"),
+        ("Content-Disposition", "nul\0byte"),
+        ("x-amz-meta-a", "鍵"),
     ],
 )
-def test_unsendable_header_is_refused_before_signing(
-    sig: str, name: str, value: str, problem: str
+def test_unsendable_header_is_refused_before_anything_is_sent(
+    sig: str, name: str, value: str
 ) -> None:
-    client = make_client(sig, "path")
-    with pytest.raises(InvalidHeader) as info:
-        client.prepare("PUT", "k", headers={name: value})
-    assert not info.value.retryable
-    assert info.value.header == name
-    assert str(info.value) == f"test store PUT k: header {name} {problem}: not sent"
+    # A loopback port nothing listens on: were the head not refused first, the connect
+    # would fail with another error.
+    store = StoreSettings(
+        name="test store",
+        url="http://127.0.0.1:9",
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        bucket=BUCKET,
+        config={"signature_version": sig},
+    )
+    client = S3Client(store)
+    with pytest.raises(HeaderError) as info:
+        asyncio.run(client.request("PUT", "k", headers={name: value}))
+    assert not is_retryable(info.value)
+    assert str(info.value).startswith(f"header {name} has a CR, LF, NUL or non-byte")
     assert value not in str(info.value)
 
 

@@ -21,15 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from blobshift.ratelimit import Limits
-from blobshift.s3.client import (
-    KEPT_HEADERS,
-    InvalidHeader,
-    NotFound,
-    S3Client,
-    S3Error,
-    is_plain_md5,
-    unsendable,
-)
+from blobshift.s3.client import NotFound, S3Client, S3Error, is_plain_md5, object_headers
 from blobshift.s3.http import BodyStream, Response
 
 MIB = 1024 * 1024
@@ -56,24 +48,6 @@ class IntegrityError(S3Error):
 class CopyOptions:
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
-
-
-def kept_headers(resp: Response, what: str = "GET") -> dict[str, str]:
-    """The headers that describe the object: content type/encoding/disposition, metadata.
-
-    Values are the bytes the source sent (in a latin-1 str) and are copied as they are. One
-    with a line break or NUL cannot be sent on (it would end the header early, or be
-    refused), so the object is not copied: an InvalidHeader, which is not retried.
-    """
-    out: dict[str, str] = {}
-    for name, value in resp.headers.items():
-        if name in KEPT_HEADERS or name.startswith("x-amz-meta-"):
-            problem = unsendable(name, value)
-            if problem is not None:
-                message = f"header {name} {problem}, cannot be copied faithfully"
-                raise InvalidHeader(what, name, message)
-            out[name] = value
-    return out
 
 
 def _md5_b64(data: bytes) -> tuple[str, str]:
@@ -131,7 +105,7 @@ async def _copy(
     try:
         size = int(resp.headers.get("content-length", "0"))
         source_etag = resp.headers.get("etag", "").strip('"')
-        headers = kept_headers(resp, f"{old.store.name} GET {key}")
+        headers = object_headers(resp.headers)
         if _multipart(size, source_etag, options):
             # Not waiting for a slot with the GET open: an idle response times out.
             if not slot_held:
@@ -216,8 +190,6 @@ async def _copy_multipart(
 __all__ = [
     "CopyOptions",
     "IntegrityError",
-    "InvalidHeader",
     "NotFound",
     "copy_object",
-    "kept_headers",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import re
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from blobshift.s3.http import BodyStream, HTTPError, Pool, Response
+from blobshift.s3.http import MAX_ERROR_BODY, BodyStream, HTTPError, Pool, Response
 from blobshift.s3.signing import SigV2Signer, SigV4Signer
 from blobshift.settings import StoreSettings
 
@@ -28,6 +27,8 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
 )
+# A 1000-key listing page of long, URL-encoded keys stays well under this.
+MAX_LISTING_PAGE = 16 * 1024 * 1024
 # Headers that describe the object and must survive the copy.
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control")
 
@@ -45,40 +46,6 @@ class S3Error(Exception):
 
 class NotFound(S3Error):
     pass
-
-
-# What a header must not hold: CR, LF or NUL would end or split it on the wire (a request
-# the server reads differently, or a silently different value), and a character above
-# U+00FF is no byte (header values are bytes carried in a latin-1 str).
-_UNSENDABLE = re.compile("[\r\n\0]|[^\0-\xff]")
-
-
-def unsendable(name: str, value: str) -> str | None:
-    """What makes this header impossible to send as it is ("has a line break"), or None."""
-    bad = _UNSENDABLE.search(value) or _UNSENDABLE.search(name)
-    if bad is None:
-        return None
-    char = bad.group()
-    if char in "\r\n":
-        return "has a line break"
-    if char == "\0":
-        return "has a NUL"
-    return f"has U+{ord(char):04X}, which is not a byte"
-
-
-class InvalidHeader(S3Error):
-    """A header that cannot be sent as it is; not retryable: every attempt would fail."""
-
-    def __init__(self, what: str, header: str, message: str) -> None:
-        super().__init__(0, "InvalidHeader", message, what)
-        # No "HTTP 0" in the text: no request was made. The value stays out of it: metadata
-        # may be private.
-        self.args = (f"{what}: {message}",)
-        self.header = header
-
-    @property
-    def retryable(self) -> bool:
-        return False
 
 
 class BadListing(S3Error):
@@ -248,10 +215,10 @@ class S3Client:
     ) -> Response:
         """One signed request; raises S3Error (NotFound on 404) for error statuses."""
         what = what or f"{method} {key or self.store.bucket}"
-        target, hdrs = self.prepare(method, key, query=query, headers=headers, what=what)
+        target, hdrs = self.prepare(method, key, query=query, headers=headers)
         resp = await self.pool.request(method, target, hdrs, body)
         if resp.status >= 300:
-            data = b"" if method == "HEAD" else await resp.read()
+            data = b"" if method == "HEAD" else await resp.read(limit=MAX_ERROR_BODY)
             resp.release()
             raise self._error(resp.status, data, what)
         return resp
@@ -263,7 +230,6 @@ class S3Client:
         *,
         query: list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
-        what: str = "",
     ) -> tuple[str, dict[str, str]]:
         """The request target and the signed headers, exactly as `request` sends them.
 
@@ -275,11 +241,6 @@ class S3Client:
         hdrs = {"Host": self.host_header}
         if headers:
             hdrs.update(headers)
-        for name, value in hdrs.items():
-            problem = unsendable(name, value)
-            if problem is not None:
-                where = f"{self.store.name} {what or f'{method} {key or self.store.bucket}'}"
-                raise InvalidHeader(where, name, f"header {name} {problem}: not sent")
         self.signer.sign(method, signed, q, hdrs)
         target = wire
         if q:
@@ -332,7 +293,7 @@ class S3Client:
     async def put(self, key: str, body: bytes | memoryview, headers: dict[str, str]) -> str:
         async def op() -> str:
             resp = await self.request("PUT", key, headers=headers, body=body)
-            await resp.read()
+            await resp.read(limit=MAX_ERROR_BODY)
             return resp.headers.get("etag", "").strip('"')
 
         return await self.retry.run(op, self._retried)
@@ -340,13 +301,13 @@ class S3Client:
     async def put_stream(self, key: str, body: BodyStream, headers: dict[str, str]) -> str:
         """PUT a streamed body; not retried here (its chunks cannot be produced twice)."""
         resp = await self.request("PUT", key, headers=headers, body=body)
-        await resp.read()
+        await resp.read(limit=MAX_ERROR_BODY)
         return resp.headers.get("etag", "").strip('"')
 
     async def create_multipart(self, key: str, headers: dict[str, str]) -> str:
         async def op() -> str:
             resp = await self.request("POST", key, query=[("uploads", "")], headers=headers)
-            return _text(ET.fromstring(await resp.read()), "UploadId")
+            return _text(ET.fromstring(await resp.read(limit=MAX_ERROR_BODY)), "UploadId")
 
         return await self.retry.run(op, self._retried)
 
@@ -357,7 +318,7 @@ class S3Client:
             query = [("partNumber", str(number)), ("uploadId", upload_id)]
             headers = {"Content-MD5": md5_b64}
             resp = await self.request("PUT", key, query=query, headers=headers, body=body)
-            await resp.read()
+            await resp.read(limit=MAX_ERROR_BODY)
             return resp.headers.get("etag", "")
 
         return await self.retry.run(op, self._retried)
@@ -377,7 +338,7 @@ class S3Client:
                 body=body,
                 headers={"Content-Type": "application/xml"},
             )
-            data = await resp.read()
+            data = await resp.read(limit=MAX_ERROR_BODY)
             # S3 may answer 200 with an error document after a long completion.
             if b"<Error>" in data:
                 raise self._error(500, data, f"complete multipart {key}")
@@ -387,14 +348,14 @@ class S3Client:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             resp = await self.request("DELETE", key, query=[("uploadId", upload_id)])
-            await resp.read()
+            await resp.read(limit=MAX_ERROR_BODY)
         except (S3Error, HTTPError):
             pass  # best effort: an orphaned upload costs space, not correctness
 
     async def delete(self, key: str) -> None:
         async def op() -> None:
             resp = await self.request("DELETE", key)
-            await resp.read()
+            await resp.read(limit=MAX_ERROR_BODY)
 
         await self.retry.run(op, self._retried)
 
@@ -422,7 +383,7 @@ class S3Client:
 
         async def op() -> tuple[list[ObjectInfo], bool]:
             resp = await self.request("GET", None, query=query, what="list")
-            return self._parse_listing(await resp.read(), start_after)
+            return self._parse_listing(await resp.read(limit=MAX_LISTING_PAGE), start_after)
 
         return await self.retry.run(op, self._retried)
 
@@ -503,6 +464,6 @@ class S3Client:
 
         async def op() -> None:
             resp = await self.request("GET", None, query=query, what="list")
-            await resp.read()
+            await resp.read(limit=MAX_ERROR_BODY)
 
         await RetryPolicy(attempts=4).run(op)

@@ -199,7 +199,10 @@ def _chars(value: str) -> str:
     back the bytes sent, whatever they are."""
     if value.isascii():
         return value
-    return value.encode("latin-1").decode("utf-8", "surrogateescape")
+    try:
+        return value.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value  # no byte string: the wire layer refuses it (http.HeaderError)
 
 
 def _trimall(value: str) -> str:
