@@ -5,7 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := nginx
+# Debian package:binary pairs; a package counts as installed when its binary is on PATH.
+# The Ceph ones make the one-node Ceph RGW of the tests (blobshift.lab.ceph).
+APT_PACKAGES := nginx:nginx ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-mgr:ceph-mgr \
+	radosgw:radosgw ceph-common:ceph
 
 .PHONY: demo demo-engine test lint pytest deps clean bench bench-smoke
 
@@ -17,7 +20,9 @@ $(STAMP): pyproject.toml
 
 # Debian packages the lab and tests need; installed only when missing (needs root, as on CI).
 deps: $(STAMP)
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for pair in $(APT_PACKAGES); do \
+		command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -26,6 +31,7 @@ deps: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 # Engine, lab and runbook tests (tests/ansible and tests/modules run in their own targets).
 pytest: deps

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
+
+from blobshift.lab.s3server import S3Server
 
 
 def settings_text(new: dict[str, Any], old: dict[str, Any] | None, migrating: bool) -> str:
@@ -298,10 +300,15 @@ class SeaweedGateway(SeaweedServer):
         return args
 
 
+# Bound to S3Server so callers keep their own type (a tuple of SeaweedServer stays one).
+_Server = TypeVar("_Server", bound=S3Server)
+
+
 @contextmanager
-def running(*servers: SeaweedServer) -> Iterator[tuple[SeaweedServer, ...]]:
-    """Start `servers` in order; stop every one started, whatever happens."""
-    started: list[SeaweedServer] = []
+def running(*servers: _Server) -> Iterator[tuple[_Server, ...]]:
+    """Start `servers` (SeaweedServer, CephRGW, ...) in order; stop every one started,
+    whatever happens."""
+    started: list[_Server] = []
     try:
         for server in servers:
             server.start()
