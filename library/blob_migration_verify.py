@@ -39,6 +39,13 @@ options:
         size only (RV(report.size_only)).
     type: bool
     default: false
+  metadata:
+    description:
+      - Also compare the headers that describe each object (content type, encoding,
+        disposition, cache control, user metadata), one HEAD per side and object; a
+        difference is listed in RV(report.metadata_mismatch).
+    type: bool
+    default: false
   prefix:
     description: Only keys that start with this prefix.
     type: str
@@ -139,6 +146,10 @@ report:
       description: Keys whose downloaded contents differ.
       type: list
       elements: str
+    metadata_mismatch:
+      description: Keys whose describing headers differ (with O(metadata)).
+      type: list
+      elements: str
     accepted:
       description: Missing keys the operator accepted as lost.
       type: list
@@ -183,6 +194,7 @@ ARGUMENT_SPEC = dict(
     settings=dict(type="path", required=True),
     report=dict(type="path"),
     checksum=dict(type="bool", default=False),
+    metadata=dict(type="bool", default=False),
     prefix=dict(type="str", default=""),
     num_workers=dict(type="int", default=8),
     accept_missing=dict(type="list", elements="str", default=[]),
@@ -216,6 +228,7 @@ def main():
         verify(
             settings,
             checksum=p["checksum"],
+            metadata=p["metadata"],
             prefix=p["prefix"],
             num_workers=p["num_workers"],
             accept=accept or None,

@@ -312,3 +312,21 @@ def test_keys_the_target_cannot_hold_are_logged_when_the_operator_says_so(
         "cannot be stored faithfully in the target store (trailing slash)"
     )
     assert contents(new_server, new_b) == md5s({"plain": b"x"})
+
+
+def test_a_listing_out_of_s3_key_order_stops_the_run_and_a_manifest_still_works(
+    settings_file, old_server, new_server, buckets, tmp_path
+):
+    # SeaweedFS lists in directory-tree order: "x/y" (inside "x") before "x y", where S3's
+    # byte order has " " (0x20) before "/" (0x2f). Merged as if in order, a present key
+    # would pass for missing and be copied over what the app wrote; so the run stops.
+    old_b, new_b = buckets
+    blobs = {"x y": b"space", "x/y": b"slash"}
+    seed(old_server, old_b, blobs)
+    argv = ("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path / "l")
+    proc = run_cli(*argv, check=3)
+    assert "key 'x y' does not come after 'x/y'" in proc.stderr
+    assert "progress is saved: re-run to resume" in proc.stderr
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"blob_key": k} for k in blobs])
+    run_cli(*argv, "--keys-from", manifest, "--reset", check=0)
+    assert contents(new_server, new_b) == md5s(blobs)
