@@ -207,6 +207,14 @@ async def copy_exact(src: asyncio.StreamReader, dst: asyncio.StreamWriter | None
         n -= len(data)
 
 
+def chunk_size(line: bytes) -> int:
+    """The size a chunk-size line (with any extensions) announces."""
+    try:
+        return int(line.split(b";")[0].strip(), 16)
+    except ValueError:
+        raise ProtocolError(f"bad chunk size line {line!r}") from None
+
+
 async def copy_chunked(
     src: asyncio.StreamReader, dst: asyncio.StreamWriter | None, cut: bool = False
 ) -> bool:
@@ -214,10 +222,7 @@ async def copy_chunked(
     through the first non-empty chunk and return True (False if the body was empty)."""
     while True:
         line = await _readline(src)
-        try:
-            size = int(line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError(f"bad chunk size line {line!r}") from None
+        size = chunk_size(line)
         await _write(dst, line)
         if size == 0:
             break
@@ -256,10 +261,7 @@ async def read_body(src: asyncio.StreamReader, framing: Framing, limit: int) -> 
         return bytes(data)
     while True:
         line = await _readline(src)
-        try:
-            size = int(line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError(f"bad chunk size line {line!r}") from None
+        size = chunk_size(line)
         if size == 0:
             break
         if len(data) + size > limit:
