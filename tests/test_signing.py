@@ -586,3 +586,25 @@ def test_real_server_accepts_multipart_and_awkward_keys(
     # SeaweedFS's ids ("<hex>_<hex>") read the same encoded or decoded, so the SigV2
     # sub-resource rule itself rests on the botocore comparison above.
     assert all(quote(u, safe="-_.~") == u for u in uploads)
+
+
+@pytest.mark.parametrize(
+    "value, ceph",
+    [
+        ("a  b", "a b"),
+        ("a\t\tb", "a\tb"),  # boost::trim_all keeps the first character of a run
+        ("a \tb", "a b"),
+        (" \tx\t ", "x"),
+        ("a\u00a0\u00a0b".encode().decode("latin-1"), "a\u00a0\u00a0b"),  # not ASCII space
+    ],
+)
+def test_ceph_trimall_rule(value: str, ceph: str) -> None:
+    assert signing._trimall_spaces(value) == ceph
+
+
+def test_ambiguous_tells_when_the_two_trimall_rules_differ() -> None:
+    assert not signing.SigV4Signer.ambiguous({"x-amz-meta-a": "a  b", "Content-Type": "t/x"})
+    assert signing.SigV4Signer.ambiguous({"x-amz-meta-a": "a\tb"})
+    nbsp = "a\u00a0b".encode().decode("latin-1")
+    assert signing.SigV4Signer.ambiguous({"x-amz-meta-a": nbsp})
+    assert not signing.SigV4Signer.ambiguous({"x-not-signed": "a\tb"})

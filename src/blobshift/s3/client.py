@@ -48,6 +48,14 @@ class NotFound(S3Error):
     pass
 
 
+class SigningRuleChanged(S3Error):
+    """Refused under one SigV4 whitespace rule; the client now signs by the other: retry."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 class BadListing(S3Error):
     """A listing answer that cannot be trusted to continue the pass (retried)."""
 
@@ -171,6 +179,7 @@ class S3Client:
             read_timeout=store.read_timeout,
         )
         self.sigv2 = store.signature_version == "s3"
+        self._trimall_switched = False
         self.signer: SigV2Signer | SigV4Signer = (
             SigV2Signer(store.access_key, store.secret_key, riakcs=store.dialect == "riakcs")
             if self.sigv2
@@ -220,7 +229,19 @@ class S3Client:
         if resp.status >= 300:
             data = b"" if method == "HEAD" else await resp.read(limit=MAX_ERROR_BODY)
             resp.release()
-            raise self._error(resp.status, data, what)
+            error = self._error(resp.status, data, what)
+            if (
+                error.code == "SignatureDoesNotMatch"
+                and isinstance(self.signer, SigV4Signer)
+                and not self._trimall_switched
+                and self.signer.ambiguous(hdrs)
+            ):
+                # The server folds whitespace in header values by the other rule: sign by
+                # that one from now on (once per client: a server keeps to one rule).
+                self._trimall_switched = True
+                self.signer.spaces_only = not self.signer.spaces_only
+                raise SigningRuleChanged(error.status, error.code, str(error), what)
+            raise error
         return resp
 
     def prepare(
@@ -312,7 +333,7 @@ class S3Client:
         return await self.retry.run(op, self._retried)
 
     async def upload_part(
-        self, key: str, upload_id: str, number: int, body: bytes, md5_b64: str
+        self, key: str, upload_id: str, number: int, body: bytes | memoryview, md5_b64: str
     ) -> str:
         async def op() -> str:
             query = [("partNumber", str(number)), ("uploadId", upload_id)]

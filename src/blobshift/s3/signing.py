@@ -31,6 +31,8 @@ SIGV2_SUBRESOURCES = frozenset(
 _V4_SIGNED = frozenset({"host", "content-md5", "content-type"})
 # Whitespace as Go's unicode.IsSpace has it, which MinIO-derived servers (SeaweedFS) fold
 # in SigV4 header values; botocore's str.split agrees but for the C0 controls FS..US.
+_ASCII_SPACE = " \t\n\v\f\r"
+_ASCII_RUNS = re.compile(f"([{_ASCII_SPACE}])[{_ASCII_SPACE}]+")
 _SPACES = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
 
@@ -106,7 +108,14 @@ class SigV2Signer:
 
 
 class SigV4Signer:
+    """SigV4. Servers disagree on Trimall for whitespace other than single spaces: Go ones
+    (SeaweedFS, MinIO) and botocore fold every run of Unicode spaces into one space, Ceph
+    RGW keeps the first character of each run of ASCII whitespace. `spaces_only` picks
+    the latter; `ambiguous` tells whether a request's headers would be signed differently
+    under the two rules."""
+
     def __init__(self, access_key: str, secret_key: str, region: str) -> None:
+        self.spaces_only = False
         self._access_key = access_key
         self._secret = secret_key.encode()
         self._region = region
@@ -146,7 +155,9 @@ class SigV4Signer:
         stamp, day = self._now()
         headers["x-amz-date"] = stamp
         headers["x-amz-content-sha256"] = payload_sha256 or UNSIGNED
-        canonical, signed_names = self.canonical_request(method, path, query, headers)
+        canonical, signed_names = self.canonical_request(
+            method, path, query, headers, spaces_only=self.spaces_only
+        )
         scope = f"{day}/{self._region}/s3/aws4_request"
         to_sign = "\n".join(
             ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical).hexdigest()]
@@ -159,14 +170,20 @@ class SigV4Signer:
 
     @staticmethod
     def canonical_request(
-        method: str, path: str, query: list[tuple[str, str]], headers: dict[str, str]
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        *,
+        spaces_only: bool = False,
     ) -> tuple[bytes, str]:
         """The canonical request as the bytes hashed, and the signed header names."""
+        trim = _trimall_spaces if spaces_only else _trimall
         signed = []
         for k, v in headers.items():
             name = k.lower()
             if name in _V4_SIGNED or name.startswith("x-amz-"):
-                signed.append((name, _trimall(v)))
+                signed.append((name, trim(v)))
         signed.sort()
         signed_names = ";".join(k for k, _ in signed)
         canonical = "\n".join(
@@ -180,6 +197,15 @@ class SigV4Signer:
             ]
         )
         return canonical.encode("utf-8", "surrogateescape"), signed_names
+
+    @staticmethod
+    def ambiguous(headers: dict[str, str]) -> bool:
+        """Whether the two Trimall rules sign these headers differently."""
+        return any(
+            _trimall(v) != _trimall_spaces(v)
+            for k, v in headers.items()
+            if k.lower() in _V4_SIGNED or k.lower().startswith("x-amz-")
+        )
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -210,3 +236,10 @@ def _trimall(value: str) -> str:
     if value.isascii() and value.isprintable() and "  " not in value:
         return value.strip(" ")  # the usual case: no whitespace but single spaces
     return _SPACES.sub(" ", _chars(value)).strip(" ")
+
+
+def _trimall_spaces(value: str) -> str:
+    """Trimall as Ceph RGW does it (boost::trim_all in rgw_auth_s3.cc): ASCII whitespace
+    trimmed at both ends, each inner run of it kept as its first character, every other
+    byte as sent."""
+    return _ASCII_RUNS.sub(r"\1", _chars(value).strip(_ASCII_SPACE))
