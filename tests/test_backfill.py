@@ -91,9 +91,17 @@ def test_dry_run_copies_nothing(settings_file, old_server, new_server, buckets, 
     old_b, new_b = buckets
     seed(old_server, old_b, random_blobs(30))
     proc = run_cli(
-        "migrate-backend", "--settings", settings_file, "--log-dir", tmp_path, "--dry-run", check=0
+        "migrate-backend",
+        "--settings",
+        settings_file,
+        "--log-dir",
+        tmp_path,
+        "--dry-run",
+        check=0,
+        log_unfaithful=False,  # the key probe, which writes, is not run: nothing refuses
     )
     assert "would copy 30" in proc.stdout
+    assert "key probe of the target is skipped" in proc.stdout
     assert contents(new_server, new_b) == {}
     assert not (tmp_path / "migrate_backend-checkpoint.json").exists()
 

@@ -243,7 +243,10 @@ class Backfill:
             self._total = scan_manifest(self.opts.keys_from)
         async with open_stores(self.settings, self.opts.num_workers) as (old, new):
             await preflight(old, new, settings_path=self.settings.path)
-            await self._probe_key_fidelity(new)
+            if self.opts.dry_run:  # the probe writes to the target; a dry run writes nothing
+                self.out.line("dry run: the key probe of the target is skipped (it writes)")
+            else:
+                await self._probe_key_fidelity(new)
             with contextlib.ExitStack() as held:
                 with log_dir_writes(self.opts.log_dir, "lock file"):
                     self.opts.log_dir.mkdir(parents=True, exist_ok=True)
