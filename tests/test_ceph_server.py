@@ -3,6 +3,9 @@ gateway over the same cluster, and a stop() that leaves no process behind."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +100,58 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         assert len(pids) == 4  # mon, OSD, two radosgw
     assert processes_of(tmp_path) == []
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def lab_servers(*args: str | Path) -> dict:
+    """One `python -m blobshift.lab.servers` command, as playbooks/lab.yml runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "blobshift.lab.servers", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_lab_nodes_outlive_the_command_that_starts_them(tmp_path: Path) -> None:
+    """The lab's ceph cluster (servers.py s3-start --kind ceph): node 2 a radosgw attached
+    later by another process; a node killed is its radosgw alone, brought back over the
+    same data; s3-stop of node 1 stops the whole cluster."""
+    port = PORT + 20
+    first, second = tmp_path / "s3-c", tmp_path / "s3-c2"
+    for node_dir in (first, second):
+        node_dir.mkdir()
+        (node_dir / "credentials.json").write_text(json.dumps([NEW_KEYS, OLD_KEYS]))
+    common = ["--kind", "ceph", "--bucket", BUCKET, "--memstore-mib", "256"]
+    start1 = ["s3-start", *common, "--name", "c", "--ip", CEPH_IP, "--base-port", port]
+    start2 = ["s3-start", *common, "--name", "c2", "--ip", GATEWAY_IP, "--base-port", port]
+    start1 += ["--dir", first]
+    start2 += ["--dir", second, "--node-of", f"{CEPH_IP}:{port}", "--cluster-dir", first]
+    try:
+        assert lab_servers(*start1)["changed"] is True
+        assert lab_servers(*start2)["changed"] is True
+        assert lab_servers(*start1)["changed"] is lab_servers(*start2)["changed"] is False
+        node1 = CephRGW(CEPH_IP, port, first, *NEW_KEYS)
+        node2 = CephRGW(GATEWAY_IP, port, first, *OLD_KEYS)  # the second key pair, node 2
+        node2.client().put_object(Bucket=BUCKET, Key="a//b", Body=b"via node 2")
+
+        assert lab_servers("s3-kill", "--dir", second)["changed"] is True
+        assert not node2.port_in_use()
+        assert lab_servers("s3-start-again", "--dir", second)["changed"] is True
+        assert lab_servers("s3-kill", "--dir", first)["changed"] is True
+        # Node 1's radosgw is gone, not the cluster: node 2 serves the data meanwhile.
+        assert not node1.port_in_use()
+        assert node2.client().get_object(Bucket=BUCKET, Key="a//b")["Body"].read() == b"via node 2"
+        assert lab_servers("s3-start-again", "--dir", first)["changed"] is True
+        assert node1.client().get_object(Bucket=BUCKET, Key="a//b")["Body"].read() == b"via node 2"
+
+        assert lab_servers("s3-stop", "--dir", first)["changed"] is True
+        assert processes_of(tmp_path) == []
+        assert lab_servers("s3-stop", "--dir", second)["changed"] is False
+    finally:
+        for node_dir in (second, first):
+            if (node_dir / "node.json").exists():
+                lab_servers("s3-stop", "--dir", node_dir)
+    assert processes_of(tmp_path) == []

@@ -59,7 +59,8 @@ PATH_LIKE = {"a//b": b"double slash" * 100, "trail/": b"trailing slash" * 300}
 @pytest.fixture(scope="module")
 def ceph() -> Iterator[CephRGW]:
     root = Path(tempfile.mkdtemp(prefix="blobshift-test-ceph-"))
-    server = CephRGW(CEPH_IP, BASE_PORT + 60, root, *NEW_KEYS, extra_keys=[OLD_KEYS])
+    # Ports apart from those of tests/test_ceph_server.py (BASE_PORT + 60 to + 89).
+    server = CephRGW(CEPH_IP, BASE_PORT + 90, root, *NEW_KEYS, extra_keys=[OLD_KEYS])
     with running(server):
         yield server
 

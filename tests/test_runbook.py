@@ -5,12 +5,17 @@ The drill run is also the battery's secrets audit: every playbook runs with -vvv
 a thread samples the command line and environment of every process the run starts, and
 at the end the lab's logs, run and status files, missing-blob logs, the report and the
 playbook outputs are searched for the lab's secrets.
+
+One run has Ceph RGW as the new cluster (`--new-cluster ceph`, select it with `-k ceph`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +25,9 @@ import pytest
 import yaml
 
 from blobshift.lab import runbook
-from blobshift.lab.runbook import LAB_DIR, REPO, RUN_MARKER
+from blobshift.lab.runbook import APP_DIR, LAB_DIR, PROXY, REPO, RUN_MARKER
+from blobshift.s3.client import S3Client
+from blobshift.settings import load_settings
 
 LOCAL_ENV = REPO / "environments" / "local"
 VAULT_PASSWORD = LOCAL_ENV / "LAB-ONLY-vault-password.txt"
@@ -218,6 +225,10 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys, request):
         evidence["files holding secrets by design (not searched)"] = len(holders)
         assert {p: oct(m) for p, m in holders.items() if m & 0o007} == {}
     report = json.loads((tmp_path / "report.json").read_text())
+    assert_runbook_passed(report, code, out, blobs, tmp_path)
+
+
+def assert_runbook_passed(report: dict, code: int, out: str, blobs: int, tmp_path: Path) -> None:
     assert code == 0, out[-3000:]
     assert report["blobs_in_old_at_start"] == blobs
     assert report.get("lab_idempotent", True) is True
@@ -261,3 +272,71 @@ def assert_no_secrets(
     assert any("phase2" in p.name for p in vvv_logs)
     assert sampler.found == [], sampler.found[:10]
     assert in_files == [], in_files[:10]
+
+
+def upstream_of(listen: tuple[str, int]) -> list[tuple[str, int]]:
+    """The nodes of the nginx site that listens on `listen` (its upstream's servers)."""
+    for site in Path("/etc/nginx/sites-enabled").glob("blobshift_*"):
+        text = site.read_text()
+        if f"listen {listen[0]}:{listen[1]};" in text:
+            upstream = text.split("upstream ", 1)[1].split("}", 1)[0]
+            return [(ip, int(port)) for ip, port in re.findall(r"server ([\d.]+):(\d+);", upstream)]
+    raise AssertionError(f"no nginx site listens on {listen}")
+
+
+def listener_name(node: tuple[str, int]) -> str:
+    """The name of the process listening on `node` (ss -p: root sees every process)."""
+    out = subprocess.run(
+        ["ss", "-Hltnp", "src", f"{node[0]}:{node[1]}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = re.findall(r'users:\(\("([^"]+)"', out)
+    return names[0] if len(names) == 1 else f"not one listener: {out!r}"
+
+
+async def round_trip_through(store, key: str, body: bytes) -> list[str]:
+    """Write `key`, then list its prefix (what the store says it holds); `key` deleted again."""
+    client = S3Client(store)
+    try:
+        await client.put(key, body, {})
+        try:
+            prefix = key.split("/", 1)[0] + "/"
+            return [o.key async for o in client.iter_objects(prefix)]
+        finally:
+            await client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(shutil.which("radosgw") is None, reason="needs Ceph's radosgw (make deps)")
+def test_runbook_end_to_end_ceph_new_cluster(tmp_path, capsys):
+    """The runbook with the new cluster on Ceph RGW (a one-node cluster, a radosgw on each
+    node's address), the old one on SeaweedFS; the rollback path is not run (no drill)."""
+    blobs = 1500
+    args = ["--new-cluster", "ceph", "--blobs", str(blobs), "--out", str(tmp_path)]
+    try:
+        code = runbook.main([*args, "--rate", "25", "--keep"])
+        captured = capsys.readouterr()
+        out = captured.out
+        # Why the runbook stopped is on stderr.
+        assert code == 0, captured.err[-2000:] + out[-2000:]
+        # The lab is kept: after phase 5 the proxy's main port is the new cluster alone.
+        nodes = upstream_of(PROXY)
+        served_by = {node: listener_name(node) for node in nodes}
+        final = load_settings(APP_DIR / "localsettings.py").new
+        # SeaweedFS folds "a//b" into "a/b": listed as written only where Ceph serves.
+        key = ".blobshift-e2e-ceph/a//b"
+        listed = asyncio.run(round_trip_through(final, key, b"kept as written"))
+    finally:
+        rb = runbook.Runbook(tmp_path / "teardown", "riakcs", blobs, 25)
+        rb.prepare_env()
+        rb.play("lab down", "lab.yml", "-e", "lab_state=absent")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert_runbook_passed(report, code, out, blobs, tmp_path)
+    assert report["new_cluster"] == "ceph"
+    assert sorted(nodes) == [("127.0.0.3", 9100), ("127.0.0.5", 9120)]
+    assert served_by == dict.fromkeys(nodes, "radosgw")
+    assert final.url == f"http://{PROXY[0]}:{PROXY[1]}"
+    assert listed == [key]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from helpers import contents, md5s, random_blobs, seed
-from modtest import NEW_KEYS, OLD_KEYS, show
+from modtest import HERE, NEW_KEYS, OLD_KEYS, REPO, show
 
 RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -67,6 +69,31 @@ def test_engine_role_installs_once_then_changes_nothing(engine):
     assert all(host["changed"] == 0 for host in second.values()), engine["second"].stdout
     assert "skipping: [dm1]" in engine["second"].stdout  # no build, no copy, no pip
     assert (engine["venv"] / "bin" / "blobshift").exists()
+
+
+def test_engine_role_reinstalls_a_changed_checkout_of_the_same_version(engine, inventory, tmp_path):
+    """The version stays 0.1.0 while the code changes: the role goes by a fingerprint of
+    the sources, or hosts would keep running an old engine."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "src", checkout / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, checkout / name)
+    init = checkout / "src" / "blobshift" / "__init__.py"
+    init.write_text(init.read_text() + "CHANGED_CHECKOUT = True\n")
+    playbook = str(HERE / "install_engine.yml")
+    python = engine["venv"] / "bin" / "python"
+    probe = ["-c", "import blobshift; print(getattr(blobshift, 'CHANGED_CHECKOUT', False))"]
+    try:
+        changed = inventory.play(playbook, "-e", f"blobshift_engine_source={checkout}")
+        assert changed.returncode == 0, show(changed)
+        assert recap(changed)["dm1"]["changed"] > 0
+        out = subprocess.run([str(python), *probe], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "True"
+    finally:  # the other tests use this virtualenv: put the checkout's engine back
+        back = inventory.play(playbook)
+        assert back.returncode == 0, show(back)
+    out = subprocess.run([str(python), *probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_sharded_backfill_copies_every_blob_once(inventory, servers, buckets, tmp_path):

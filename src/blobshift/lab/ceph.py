@@ -402,7 +402,9 @@ class CephRGW(_S3Endpoint):
                 gateway.name,
                 # Its own admin socket, which [client] leaves out for the CLI's sake.
                 f"--admin-socket={self._path('run', gateway.name + '.asok')}",
-                f"--rgw-frontends=beast endpoint={gateway.ip}:{gateway.s3_port}",
+                # Without tcp_nodelay a GET or a listing waits ~40 ms (Nagle's algorithm
+                # against the client's delayed ACK): 1.6 ms with it.
+                f"--rgw-frontends=beast endpoint={gateway.ip}:{gateway.s3_port} tcp_nodelay=1",
             ],
         )
         gateway.wait_ready(max(0.0, deadline - time.monotonic()))

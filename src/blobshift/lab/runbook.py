@@ -8,10 +8,11 @@ delete, byte for byte, in the new store alone. Human summary on the terminal, JS
 report on disk, its path printed last.
 
     python -m blobshift.lab.runbook [--blobs 20000] [--target riakcs|external] [--drill] [--keep]
-        [--ansible-flag=-vvv --ansible-flag=--diff]
+        [--new-cluster seaweedfs|ceph] [--ansible-flag=-vvv --ansible-flag=--diff]
 
-The lab has two nodes per S3 cluster (playbooks/lab.yml); blobshift.lab.soak and the
-reliability tests reuse the phase steps below and inject faults between them.
+The lab has two nodes per S3 cluster (playbooks/lab.yml); the new one is SeaweedFS, or with
+--new-cluster ceph a one-node Ceph cluster with a radosgw per node. blobshift.lab.soak and
+the reliability tests reuse the phase steps below and inject faults between them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Runbook:
     last_recap: list[str] = field(default_factory=list)
     # Added to every ansible-playbook command (e.g. -vvv --diff, for the secrets audit).
     ansible_flags: list[str] = field(default_factory=list)
+    # What the lab's new cluster runs: seaweedfs or ceph (playbooks/lab.yml's lab_new_kind).
+    new_cluster: str = "seaweedfs"
 
     @property
     def inventory(self) -> Path:
@@ -246,8 +249,9 @@ def begin(args: argparse.Namespace) -> tuple[Runbook, dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     rb = Runbook(out, args.target, args.blobs, args.rate)
     rb.ansible_flags = list(getattr(args, "ansible_flags", None) or [])
+    rb.new_cluster = getattr(args, "new_cluster", None) or rb.new_cluster
     rb.prepare_env()
-    return rb, {"started": utc_iso(), "target": args.target}
+    return rb, {"started": utc_iso(), "target": args.target, "new_cluster": rb.new_cluster}
 
 
 def external_args(target: str) -> list[str]:
@@ -257,7 +261,8 @@ def external_args(target: str) -> list[str]:
 def lab_up(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
     """A clean lab: down, then up with the seed data and the app serving."""
     tls = ["-e", "lab_new_tls=true"] if rb.target == "external" else []
-    up = ["-e", f"lab_seed_blobs={rb.blobs}", "-e", f"lab_rate={rb.rate}", *tls]
+    kind = ["-e", f"lab_new_kind={rb.new_cluster}"] if rb.new_cluster != "seaweedfs" else []
+    up = ["-e", f"lab_seed_blobs={rb.blobs}", "-e", f"lab_rate={rb.rate}", *tls, *kind]
     rb.play("lab down (a clean start)", "lab.yml", "-e", "lab_state=absent")
     rb.phase("lab-up")
     rb.play("lab up: S3 clusters, proxy, settings, seed data, the app", "lab.yml", *up)
@@ -409,7 +414,7 @@ def summarize(report: dict[str, Any]) -> tuple[list[str], bool]:
     c = (report.get("check_blob_logs") or {}).get("totals", {})
     app, audit, v = report["app"], report["audit"], report["verify"]
     lines = [
-        f"target: {report['target']}",
+        f"target: {report['target']}, new cluster: {report.get('new_cluster', 'seaweedfs')}",
         f"blobs in old at the start: {report['blobs_in_old_at_start']}",
         "backfill: "
         + ", ".join(
@@ -449,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         help="new store: a Riak CS cluster behind the proxy, or an external "
         "S3 endpoint over HTTPS (the Amazon S3 shape)",
     )
+    parser.add_argument(
+        "--new-cluster",
+        choices=["seaweedfs", "ceph"],
+        default="seaweedfs",
+        help="what the lab's new cluster runs: SeaweedFS, or a one-node Ceph cluster with a "
+        "radosgw per node (--target riakcs only)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="app operations per second")
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
@@ -464,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         help="add FLAG to every ansible-playbook command (repeatable; e.g. -vvv, --diff)",
     )
     args = parser.parse_args(argv)
+    if args.new_cluster == "ceph" and args.target == "external":
+        # The external shape needs the new store on HTTPS, which the lab's Ceph does not serve.
+        parser.error("--new-cluster ceph needs --target riakcs")
     try:
         report = run(args)
     except RuntimeError as exc:
