@@ -20,10 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
-from botocore.config import Config
-
-from blobshift.lab.s3server import S3Server
+from blobshift.lab.s3server import S3Endpoint, S3Server
 
 
 def settings_text(new: dict[str, Any], old: dict[str, Any] | None, migrating: bool) -> str:
@@ -50,7 +47,7 @@ def weed_binary() -> str:
 
 
 @dataclass
-class SeaweedServer:
+class SeaweedServer(S3Endpoint):
     """One S3 "cluster": a `weed mini` process bound to `ip`, ports from `base_port`."""
 
     ip: str
@@ -70,35 +67,12 @@ class SeaweedServer:
         return self.base_port
 
     @property
-    def url(self) -> str:
-        return f"http://{self.ip}:{self.s3_port}"
-
-    @property
     def https_port(self) -> int:
         return self.base_port + 10
 
     @property
     def https_url(self) -> str:
         return f"https://{self.ip}:{self.https_port}"
-
-    def settings_dict(self, bucket: str, *, riak: bool, chunk: int = 500) -> dict[str, Any]:
-        """This store as the app's localsettings.py describes one; `riak`: used the way a
-        Riak CS store is (SigV2 requests, ListObjects V1)."""
-        return {
-            "url": self.url,
-            "access_key": self.access_key,
-            "secret_key": self.secret_key,
-            "s3_bucket": bucket,
-            "bulk_delete_chunksize": chunk,
-            "list_version": 1 if riak else 2,
-            "config": {
-                "signature_version": "s3" if riak else "s3v4",
-                "s3": {"addressing_style": "path"},
-                "connect_timeout": 5,
-                "read_timeout": 60,
-                "max_pool_connections": 32,
-            },
-        }
 
     def ports(self) -> dict[str, int]:
         b = self.base_port
@@ -194,24 +168,6 @@ class SeaweedServer:
         except BaseException:
             self.stop()
             raise
-
-    def client(self):
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1},
-                connect_timeout=2,
-                read_timeout=10,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until a signed ListBuckets succeeds (port open is not enough: the filer lags)."""
