@@ -28,10 +28,12 @@ SIGS = {"v4": "SigV4 + ListObjectsV2", "v2": "SigV2 + ListObjectsV1"}
 class Lab:
     """The old and the new "cluster"; the old side is signed per run as v4 or v2."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, old_port: int = OLD_PORT, new_port: int = NEW_PORT) -> None:
+        # Other ports let a second bench run beside `make bench(-smoke)`: each server
+        # takes ten ports from its base, and no two servers may share one.
         self.root = root
-        self.old = SeaweedServer(OLD_IP, OLD_PORT, root / "old", *OLD_KEYS)
-        self.new = SeaweedServer(NEW_IP, NEW_PORT, root / "new", *NEW_KEYS)
+        self.old = SeaweedServer(OLD_IP, old_port, root / "old", *OLD_KEYS)
+        self.new = SeaweedServer(NEW_IP, new_port, root / "new", *NEW_KEYS)
 
     def start(self) -> None:
         threads = [threading.Thread(target=s.start) for s in (self.old, self.new)]
@@ -49,6 +51,12 @@ class Lab:
         for s in (self.old, self.new):
             s.stop()
 
+    def ports_in_use(self) -> list[int]:
+        """The ports the two servers would take that something listens on, on any address
+        (`weed mini` refuses a port held on another address too)."""
+        wanted = {p for s in (self.old, self.new) for p in s.ports().values()}
+        return sorted(wanted & listening_ports())
+
     def old_store(self, bucket: str, sig: str) -> StoreSettings:
         return _store("OLD_S3_BLOB_DB_SETTINGS", self.old, bucket, sig)
 
@@ -65,6 +73,18 @@ class Lab:
         client = self.new.client()
         with contextlib.suppress(client.exceptions.NoSuchBucket):
             client.delete_bucket(Bucket=bucket)
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this host (Linux /proc/net/tcp{,6})."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def _store(name: str, server: SeaweedServer, bucket: str, sig: str) -> StoreSettings:

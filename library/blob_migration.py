@@ -63,6 +63,17 @@ options:
   bwlimit:
     description: At most this many bytes read from the old store per second, e.g. C(20M).
     type: str
+  multipart_threshold:
+    description:
+      - Copy objects larger than this in parts (of 8 MiB, each hashed here), e.g. C(8M)
+        or C(200M); smaller ones go in one PUT, streamed when over 1 MiB, which the new
+        store checks against the source's MD5 and which costs no hashing here.
+      - Unset, the engine's default C(8M), what a proxy with a 9M body limit (nginx in
+        front of a Riak CS cluster) admits. An external endpoint (Amazon S3) takes one
+        PUT of up to 5 GiB, and C(200M) (rclone's default cutoff) copies large blobs
+        faster. C(playbooks/run_blob_migration.yml) picks between the two from where the
+        new store is.
+    type: str
   keys_from:
     description:
       - JSON lines manifest (C(blob_key), C(parent_id), C(type_code), C(domain)) to take
@@ -226,6 +237,7 @@ from ansible.module_utils.blobshift_common import (
 
 if HAS_ENGINE:
     from blobshift.backfill import Backfill, BackfillOptions
+    from blobshift.copy import CopyOptions
     from blobshift.ratelimit import parse_size
     from blobshift.sources import Shard
 
@@ -238,14 +250,30 @@ ARGUMENT_SPEC = dict(
     shard=dict(type="str", default="0/1"),
     max_rps=dict(type="float"),
     bwlimit=dict(type="str"),
+    multipart_threshold=dict(type="str"),
     keys_from=dict(type="path"),
     prefix=dict(type="str", default=""),
     log_unfaithful_keys=dict(type="bool", default=False),
 )
 
 
+def _size_arg(module, name):
+    """A size argument (e.g. 20M) in bytes, or None when unset."""
+    text = module.params[name]
+    if text is None:
+        return None
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        module.fail_json(msg=f"{name}: {exc}")
+    if value < 1:
+        module.fail_json(msg=f"{name}={text}: must be positive")
+    return value
+
+
 def validate(module):
-    """Check the arguments before anything runs; return (shard index, count, bwlimit)."""
+    """Check the arguments before anything runs; return (shard index, count, bwlimit,
+    multipart threshold)."""
     p = module.params
     for name in ("chunk_size", "num_workers"):
         if p[name] < 1:
@@ -256,26 +284,20 @@ def validate(module):
         index, count = parse_shard(p["shard"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    bwlimit = None
-    if p["bwlimit"] is not None:
-        try:
-            bwlimit = parse_size(p["bwlimit"])
-        except ValueError as exc:
-            module.fail_json(msg=f"bwlimit: {exc}")
-        if bwlimit < 1:
-            module.fail_json(msg=f"bwlimit={p['bwlimit']}: must be positive")
+    bwlimit = _size_arg(module, "bwlimit")
+    threshold = _size_arg(module, "multipart_threshold")
     if p["keys_from"] is not None and not os.path.isfile(p["keys_from"]):
         module.fail_json(msg=f"keys_from {p['keys_from']}: no such manifest file on this host")
     if os.path.exists(p["log_dir"]) and not os.path.isdir(p["log_dir"]):
         module.fail_json(msg=f"log_dir {p['log_dir']} exists and is not a directory")
-    return index, count, bwlimit
+    return index, count, bwlimit, threshold
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     require_engine(module)
     p = module.params
-    index, count, bwlimit = validate(module)
+    index, count, bwlimit, threshold = validate(module)
     paths = shard_paths(p["log_dir"], index, count)
     base = dict(
         shard=f"{index}/{count}",
@@ -294,6 +316,7 @@ def main():
         shard=Shard(index, count),
         max_rps=p["max_rps"],
         bwlimit=bwlimit,
+        copy=CopyOptions() if threshold is None else CopyOptions(multipart_threshold=threshold),
         log_unfaithful_keys=p["log_unfaithful_keys"],
     )
     out = capture_output()

@@ -5,6 +5,7 @@ server that stalls mid-body are played by tiny asyncio servers of the test's own
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
@@ -19,7 +20,7 @@ from helpers import contents, log_records, md5s, run_cli, seed
 from blobshift.copy import MIB, CopyOptions, IntegrityError, copy_object
 from blobshift.lab.faultproxy import FaultProxy
 from blobshift.ratelimit import Limits
-from blobshift.s3.client import S3Client
+from blobshift.s3.client import S3Client, S3Error
 from blobshift.s3.http import HTTPError
 from blobshift.settings import StoreSettings
 
@@ -118,6 +119,94 @@ def test_streamed_body_that_differs_from_the_source_etag_is_refused(new_server, 
     asyncio.run(run())
     listed = new_server.client().list_objects_v2(Bucket=new_b).get("KeyCount", 0)
     assert listed == 0  # the new store refused the body: nothing half-written
+
+
+def body_limited_store(limit: int, seen: list[str], parts: dict[int, bytes]) -> Handler:
+    """A new store behind a proxy that admits bodies up to `limit` bytes: above it, as
+    nginx's client_max_body_size, 413 at once, the body drained, the connection closed.
+    Below, just enough of S3's multipart upload to take parts (checked by Content-MD5)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *fields = head.split("\r\n")
+                method, target, _ = line.split(" ")
+                headers = {
+                    k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields if f)
+                }
+                length = int(headers.get("content-length", "0"))
+                query = target.partition("?")[2]
+                seen.append(f"{method} {query.split('=')[0]} {length}")
+                if length > limit:
+                    page = b"<html>413 Request Entity Too Large</html>"
+                    writer.write(
+                        b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(page), page)
+                    )
+                    await writer.drain()
+                    await reader.readexactly(length)
+                    return
+                data = await reader.readexactly(length)
+                extra, answer = "", b""
+                if query == "uploads":
+                    answer = b"<InitiateMultipartUploadResult><UploadId>u1</UploadId>"
+                    answer += b"</InitiateMultipartUploadResult>"
+                elif query.startswith("partNumber="):
+                    md5 = hashlib.md5(data)
+                    assert headers["content-md5"] == base64.b64encode(md5.digest()).decode()
+                    parts[int(query.split("&")[0].split("=")[1])] = data
+                    extra = f'ETag: "{md5.hexdigest()}"\r\n'
+                elif method == "POST":
+                    answer = b"<CompleteMultipartUploadResult></CompleteMultipartUploadResult>"
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\n{extra}Content-Length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("part_size", [8 * MIB, 32 * MIB])
+def test_a_put_refused_as_too_large_is_copied_again_in_parts(old_server, buckets, part_size):
+    """--multipart-threshold 200M behind a proxy with a 9M body limit: the streamed PUT
+    is answered 413 and the object goes again, in parts, when parts are smaller."""
+    old_b, _ = buckets
+    body = os.urandom(20 * MIB + 3)
+    seed(old_server, old_b, {"big.bin": body})
+    seen: list[str] = []
+    parts: dict[int, bytes] = {}
+    options = CopyOptions(multipart_threshold=200 * MIB, part_size=part_size)
+
+    async def run() -> int:
+        async with serving(body_limited_store(9 * MIB, seen, parts)) as port:
+            old, new = client(old_server, old_b), fake_store(port)
+            try:
+                return await copy_object(old, new, "big.bin", Limits(), options)
+            finally:
+                old.close()
+                new.close()
+
+    if part_size > len(body):  # parts no smaller than what was refused: no second try
+        with pytest.raises(S3Error, match="413"):
+            asyncio.run(run())
+        assert seen == [f"PUT  {len(body)}"]
+        return
+    assert asyncio.run(run()) == len(body)
+    assert seen[0] == f"PUT  {len(body)}"  # the single PUT, refused
+    assert seen[1:-1] == [
+        "POST uploads 0",
+        f"PUT partNumber {8 * MIB}",
+        f"PUT partNumber {8 * MIB}",
+        f"PUT partNumber {4 * MIB + 3}",
+    ]
+    assert seen[-1].startswith("POST uploadId ")  # complete
+    assert b"".join(parts[n] for n in sorted(parts)) == body
 
 
 def test_a_body_that_stops_half_way_times_out(tmp_path):

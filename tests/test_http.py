@@ -466,6 +466,33 @@ def test_read_up_to_across_chunks() -> None:
     assert run(go()) == [b"abcde", b"fghi", b""]
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_readinto_fills_a_reused_buffer_across_slices(chunked: bool) -> None:
+    """A part larger than a read slice, then the short last part; with Content-Length and
+    chunked (where a chunk ends mid-slice and the rest waits in the response's buffer)."""
+    body = bytes(range(256)) * 2560  # 640 KiB: more than two READ_SLICEs
+    if chunked:
+        framing = b"Transfer-Encoding: chunked\r\n\r\n"
+        framing += b"%x\r\n%s\r\n" % (300_001, body[:300_001])
+        framing += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 300_001, body[300_001:])
+    else:
+        framing = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    async def go() -> list[bytes]:
+        async with serving(Script(b"HTTP/1.1 200 OK\r\n" + framing)) as port:
+            p = pool(port)
+            resp = await p.request("GET", "/k", {"Host": "h"})
+            buffer = memoryview(bytearray(400 * 1024))
+            got = []
+            for _ in range(3):
+                n = await resp.readinto(buffer)
+                got.append(bytes(buffer[:n]))
+            p.close()
+            return got
+
+    assert run(go()) == [body[: 400 * 1024], body[400 * 1024 :], b""]
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=CopyOptions().multipart_threshold,
         metavar="SIZE",
         help="copy objects above SIZE in parts (default 8M, what a proxy with a 9M body "
-        "limit admits); smaller ones go in one PUT, streamed when over 1M",
+        "limit admits; 200M saves hashing a store reached directly, and a PUT refused as "
+        "too large is copied again in parts); smaller ones go in one PUT, streamed when "
+        "over 1M",
     )
     m.add_argument(
         "--part-size",

@@ -160,6 +160,8 @@ def test_unreachable_store(capsys, tmp_path, servers, buckets):
         ({"shard": "2/2"}, "shard '2/2'"),
         ({"chunk_size": 0}, "chunk_size=0"),
         ({"bwlimit": "lots"}, "bwlimit"),
+        ({"multipart_threshold": "huge"}, "multipart_threshold"),
+        ({"multipart_threshold": "0"}, "multipart_threshold=0: must be positive"),
         ({"max_rps": -1}, "max_rps"),
     ],
 )

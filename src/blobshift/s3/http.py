@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 # a connection buffers before it stops reading from the socket.
 MAX_HEAD = 256 * 1024
 SMALL_BODY = 64 * 1024
-WRITE_SLICE = 256 * 1024
+WRITE_SLICE = READ_SLICE = 256 * 1024
 # A streamed body cannot be sent twice, so it avoids pooled connections idle this long
 # (seconds): the server may have closed them, and that shows only once the body is gone.
 STREAM_MAX_IDLE = 2.0
@@ -180,6 +180,21 @@ class Response:
             self._buffer[:0] = out[size:]
             del out[size:]
         return bytes(out)
+
+    async def readinto(self, view: memoryview) -> int:
+        """Fill `view` with the next bytes of the body; fewer only at its end. Reads it
+        in slices of READ_SLICE: a part-sized read would allocate (and page-fault in)
+        three fresh part-sized buffers per part, which cost more than the copy itself;
+        slices reuse the same small blocks, and `view` (reused part after part) is the
+        only part-sized buffer."""
+        filled, size = 0, len(view)
+        while filled < size:
+            chunk = await self.read_up_to(min(size - filled, READ_SLICE))
+            if not chunk:
+                break
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
 
     async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
         async for chunk in self._iter(size):
