@@ -201,6 +201,11 @@ BAD = {
         "must be 1 (Riak CS) or 2",
         f"blobshift_new_store.list_version in {P} must be 1 (Riak CS) or 2",
     ),
+    "dialect unknown": (
+        lambda env: set_store(env, "blobshift_old_store", dialect="riak"),
+        "use 'riakcs' or ''",
+        f"blobshift_old_store.dialect in {P} is 'riak': use 'riakcs' or ''",
+    ),
     "pool size zero": (
         lambda env: set_store(env, "blobshift_new_store", max_pool_connections=0),
         "must be a positive integer",

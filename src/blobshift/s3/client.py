@@ -443,7 +443,8 @@ class S3Client:
                     raise BadListing(
                         what,
                         f"key {key!r} does not come after {last!r}: the store does not list "
-                        "in key order or ignores marker/start-after (Riak CS: list_version 1)",
+                        "in key order or ignores marker/start-after (Riak CS: list_version 1; "
+                        "a store that lists in another order: --keys-from a manifest)",
                     )
                 try:
                     entries.append(ObjectInfo(key, int(size), etag))
