@@ -30,8 +30,9 @@ from datasets import KIB, MIB, Dataset
 from lab import (
     SIGS,
     Lab,
-    Measured,
     blobshift_argv,
+    check_destination,
+    check_exit,
     child_env,
     measure,
     rclone_argv,
@@ -116,15 +117,13 @@ class Bench:
         result = Run(case, sig, tool, rep, data.count, nbytes, m, load)
         self.runs.append(result)
         print(f"    {result.line()}", flush=True)
-        _check_exit(m, where)
+        check_exit(m, where)
         return result
 
     def copy(self, tool: str, case: str, data: Dataset, sig: str, dest: str) -> Run:
         self.lab.fresh_bucket(dest)
         result = self.run(tool, "copy", case, data, sig, dest)
-        got = datasets.bucket_stats(self.lab.new_store(dest))
-        if got != (data.count, data.total_bytes):
-            raise RuntimeError(f"{tool} {case}: destination holds {got}, source {data.count}")
+        check_destination(f"{tool} {case}", self.lab.new_store(dest), data.count, data.total_bytes)
         return result
 
     # -- cases --------------------------------------------------------------------------
@@ -198,12 +197,6 @@ class Bench:
 def _order(rep: int) -> tuple[str, str]:
     """Alternate who goes first, so neither tool always meets a warmer server."""
     return (BLOBSHIFT, RCLONE) if rep % 2 == 0 else (RCLONE, BLOBSHIFT)
-
-
-def _check_exit(m: Measured, where: Path) -> None:
-    if m.returncode != 0:
-        tail = (where / "output.txt").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"run in {where} exited with {m.returncode}:\n{tail}")
 
 
 def build_config(args: argparse.Namespace) -> Config:

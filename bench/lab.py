@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets  # bench/datasets.py, beside this file
+
 from blobshift.lab.seaweed import SeaweedServer
 from blobshift.settings import StoreSettings
 
@@ -207,3 +209,21 @@ def child_env() -> dict[str, str]:
     env.pop("RCLONE_CONFIG", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def check_exit(m: Measured, where: Path) -> None:
+    """A tool's run that failed stops the bench, with the end of what it printed."""
+    if m.returncode != 0:
+        tail = (where / "output.txt").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"run in {where} exited with {m.returncode}:\n{tail}")
+
+
+def check_destination(label: str, store: StoreSettings, count: int, total_bytes: int) -> None:
+    """What a copy left in the destination bucket is the whole data set."""
+    got = datasets.bucket_stats(store)
+    if got != (count, total_bytes):
+        raise RuntimeError(f"{label}: destination holds {got}, source {(count, total_bytes)}")

@@ -31,7 +31,16 @@ sys.path.insert(0, str(HERE))
 import datasets  # noqa: E402
 from backfill_vs_rclone import snapshot_engine  # noqa: E402
 from datasets import MIB  # noqa: E402
-from lab import BIN, Lab, measure, write_localsettings, write_rclone_config  # noqa: E402
+from lab import (  # noqa: E402
+    BIN,
+    Lab,
+    check_destination,
+    check_exit,
+    loadavg,
+    measure,
+    write_localsettings,
+    write_rclone_config,
+)
 from report import Run  # noqa: E402
 
 RCLONE = "rclone"
@@ -42,10 +51,6 @@ class Tool:
     label: str
     engine: Path | None  # blobshift package root (None: rclone)
     extra: tuple[str, ...] = ()
-
-
-def _loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
 
 
 def argv_for(tool: Tool, where: Path, lab: Lab, bucket: str, dest: str, workers: int):
@@ -105,7 +110,7 @@ def main() -> int:
     data = datasets.uniform(f"large{args.objects}", args.objects, args.size_mib * MIB, seed=2)
     runs: list[Run] = []
     started = time.monotonic()
-    print(f"load at the start: {_loadavg()}", flush=True)
+    print(f"load at the start: {loadavg()}", flush=True)
     try:
         lab.start()
         lab.old.create_bucket(data.bucket)
@@ -122,18 +127,14 @@ def main() -> int:
                 m = measure(argv, where / "output.txt", env, args.timeout)
                 run = Run("large", "v4", tool.label, rep, data.count, data.total_bytes, m, load)
                 print(f"  {run.line()}", flush=True)
-                if m.returncode != 0:
-                    tail = (where / "output.txt").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{tool.label} exited with {m.returncode}:\n{tail}")
-                got = datasets.bucket_stats(lab.new_store(dest))
-                if got != (data.count, data.total_bytes):
-                    raise RuntimeError(f"{tool.label}: destination holds {got}")
+                check_exit(m, where)
+                check_destination(tool.label, lab.new_store(dest), data.count, data.total_bytes)
                 runs.append(run)
                 lab.drop_bucket(dest)
     finally:
         lab.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load at the end: {_loadavg()}; {time.monotonic() - started:.0f} s in all\n")
+    print(f"load at the end: {loadavg()}; {time.monotonic() - started:.0f} s in all\n")
 
     def med(label: str, what: str) -> float:
         return statistics.median(getattr(r, what) for r in runs if r.tool == label)

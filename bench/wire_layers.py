@@ -42,10 +42,6 @@ def child(layer: str, argv: list[str]) -> int:
     return main(argv)
 
 
-def _loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
-
-
 def bench(args: argparse.Namespace) -> int:
     import datasets
     from backfill_vs_rclone import snapshot_engine
@@ -53,6 +49,9 @@ def bench(args: argparse.Namespace) -> int:
     from lab import (
         Lab,
         blobshift_argv,
+        check_destination,
+        check_exit,
+        loadavg,
         measure,
         rclone_argv,
         write_localsettings,
@@ -71,7 +70,7 @@ def bench(args: argparse.Namespace) -> int:
     env = snapshot_engine(root, None)
     runs: list[Run] = []
     started = time.monotonic()
-    print(f"load at the start: {_loadavg()}", flush=True)
+    print(f"load at the start: {loadavg()}", flush=True)
     try:
         lab.start()
         lab.old.create_bucket(data.bucket)
@@ -100,18 +99,14 @@ def bench(args: argparse.Namespace) -> int:
                 m = measure(argv, where / "output.txt", env, args.timeout)
                 run = Run("small", args.sig, tool, rep, data.count, data.total_bytes, m, load)
                 print(f"  {run.line()}", flush=True)
-                if m.returncode != 0:
-                    tail = (where / "output.txt").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{tool} exited with {m.returncode}:\n{tail}")
-                got = datasets.bucket_stats(new)
-                if got != (data.count, data.total_bytes):
-                    raise RuntimeError(f"{tool}: destination holds {got}, source {data.count}")
+                check_exit(m, where)
+                check_destination(tool, new, data.count, data.total_bytes)
                 runs.append(run)
                 lab.drop_bucket(dest)
     finally:
         lab.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load at the end: {_loadavg()}; {time.monotonic() - started:.0f} s in all\n")
+    print(f"load at the end: {loadavg()}; {time.monotonic() - started:.0f} s in all\n")
     for line in summary(runs, args):
         print(line)
     return 0

@@ -11,6 +11,7 @@ refuses to start while a class fails, unless the operator chose to log such keys
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -63,23 +64,27 @@ async def unfaithful_classes(client: S3Client) -> list[str]:
     run = PROBE_PREFIX + secrets.token_hex(6) + "/"
     # One directory per class, so that no two probes interact (a folded "a//b" is "a/b").
     probes = {cls.name: f"{run}{i:02d}/{cls.probe}" for i, cls in enumerate(KEY_CLASSES)}
-    failed: set[str] = set()
+    listed: set[str] = set()
+
+    async def faithful(cls: KeyClass) -> bool:
+        key = probes[cls.name]
+        body = f"blobshift key probe: {cls.name}\n".encode()
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        try:
+            await client.put(key, body, {"Content-MD5": md5})
+            head = await client.head(key)
+            return head is not None and head.size == len(body) and await _read(client, key) == body
+        except (S3Error, HTTPError):
+            return False
+
     try:
-        for cls in KEY_CLASSES:
-            key = probes[cls.name]
-            body = f"blobshift key probe: {cls.name}\n".encode()
-            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-            try:
-                await client.put(key, body, {"Content-MD5": md5})
-                head = await client.head(key)
-                if head is None or head.size != len(body) or await _read(client, key) != body:
-                    failed.add(cls.name)
-            except (S3Error, HTTPError):
-                failed.add(cls.name)
+        # Concurrently: the probe delays every run's start, the run is waiting for it.
+        results = await asyncio.gather(*(faithful(cls) for cls in KEY_CLASSES))
+        failed = {cls.name for cls, ok in zip(KEY_CLASSES, results, strict=True) if not ok}
         listed = {o.key async for o in client.iter_objects(run)}
         failed.update(name for name, key in probes.items() if key not in listed)
     finally:
-        await _clean(client, run, list(probes.values()))
+        await _clean(client, run, set(probes.values()) | listed, relist=not listed)
     return [c.name for c in KEY_CLASSES if c.name in failed]
 
 
@@ -91,14 +96,19 @@ async def _read(client: S3Client, key: str) -> bytes:
         resp.release()
 
 
-async def _clean(client: S3Client, run: str, keys: list[str]) -> None:
-    """Delete the probes, and whatever the store made of them (folded keys, directories)."""
-    with contextlib.suppress(S3Error, HTTPError):
-        keys += [o.key async for o in client.iter_objects(run) if o.key not in keys]
-    for key in keys:
+async def _clean(client: S3Client, run: str, keys: set[str], *, relist: bool) -> None:
+    """Delete the probes and whatever the store made of them (folded keys, directories),
+    which the probe's listing found, or a listing here when that one did not happen."""
+    if relist:
+        with contextlib.suppress(S3Error, HTTPError):
+            keys |= {o.key async for o in client.iter_objects(run)}
+
+    async def delete(key: str) -> None:
         # Absent already, or the store refused the key in the first place.
         with contextlib.suppress(S3Error, HTTPError):
             await client.delete(key)
+
+    await asyncio.gather(*(delete(key) for key in keys))
 
 
 __all__ = ["KEY_CLASSES", "PROBE_PREFIX", "KeyClass", "classes_of", "unfaithful_classes"]
