@@ -81,6 +81,15 @@ job:
       or null.
   returned: always
   type: dict
+job_finished:
+  description:
+    - Whether the job of RV(job) has ended, by its Ansible results file (the file
+      M(ansible.builtin.async_status) reads); false without a job file or results file.
+    - A detached backfill takes its lock only after its preflight and key probe, so
+      RV(running) is false for a moment after the start; this tells a start still under
+      way from one that already ended (refused, failed or done).
+  returned: always
+  type: bool
 logs:
   description: Missing-blob logs of the shard's pass (checkpoint, else status), oldest first.
   returned: always
@@ -150,6 +159,18 @@ def shard_state(status, running):
     return state
 
 
+def job_finished(job):
+    """Whether the async job of the job file `job` has ended (async_status's rule: a results
+    file still holding "started" is running until it says "finished")."""
+    results_file = (job or {}).get("results_file")
+    if not results_file:
+        return False
+    data, _ = read_json(results_file)
+    if data is None:  # not written yet, or being replaced
+        return False
+    return "started" not in data or bool(data.get("finished"))
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
@@ -179,6 +200,7 @@ def main():
         status=status,
         checkpoint=checkpoint,
         job=files["job"],
+        job_finished=job_finished(files["job"]),
         logs=logs,
         existing_logs=[log for log in logs if os.path.isfile(log)],
         log_dir_exists=exists,

@@ -242,6 +242,26 @@ def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, 
     assert json.loads(status_json.read_text())["states"] == ["finished", "finished"]
 
 
+def test_detached_start_refused_by_its_preflight_is_reported_failed(inventory, tmp_path):
+    # SeaweedFS fails the key probe ("a//b", "x/"): without log_unfaithful_keys, each shard
+    # ends before it takes its lock. Detached, the playbook must say so, not "not started".
+    summary = tmp_path / "summary.json"
+    result = inventory.play(
+        "run_blob_migration.yml",
+        "-e",
+        "blob_migration_wait=false",
+        "-e",
+        "blob_migration_log_unfaithful_keys=false",
+        "-e",
+        f"blob_migration_summary_file={summary}",
+    )
+    assert result.returncode != 0, show(result)
+    no_secret(result)
+    shards = summary_file_of(summary)
+    assert {s["outcome"] for s in shards.values()} == {"failed"}, shards
+    assert all("--log-unfaithful-keys" in s["msg"] for s in shards.values()), shards
+
+
 def test_check_logs_migrate_and_verify_gate(inventory, servers, buckets, tmp_path):
     old, new = servers
     blobs = random_blobs(80, 256)
