@@ -80,7 +80,7 @@ test-modules: deps
 
 # The lab and the runbook's phase playbooks (issue 5); their end-to-end test is
 # tests/test_runbook.py, in `pytest`.
-RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
+RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase_guard.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
 .PHONY: lint-runbook
 lint-runbook: deps
 	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(RUNBOOK_YAML)

@@ -136,9 +136,53 @@ def test_production_needs_the_confirmation_naming_it(env):
 
 def test_check_mode_shows_the_env_diff_and_writes_nothing(env):
     before = files(env)
-    proc = play(env, "phase1_send_writes_to_new.yml", "--check", "--diff", "--tags", "always")
+    proc = play(env, "phase1_send_writes_to_new.yml", "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert "-  BLOB_DB_MIGRATING_FROM_S3_TO_S3: false" in out
     assert "+  BLOB_DB_MIGRATING_FROM_S3_TO_S3: true" in out
     assert "steady -> migrating_riakcs" in " ".join(out.split())
     assert files(env) == before
+
+
+ENV_EDITING = [
+    "phase1_send_writes_to_new.yml",
+    "phase4_flip.yml",
+    "phase5_cleanup.yml",
+    "rollback_to_steady.yml",
+    "rollback_to_migrating.yml",
+]
+SKIPS = [
+    (("--tags", "nginx_sites"), "--tags nginx_sites"),  # the runbook's habit for the proxy
+    (("--tags", "always"), "--tags always"),  # the env edit alone, no app update
+    (("--skip-tags", "always"), "--skip-tags always"),  # skips even `always` tasks
+    (("--skip-tags", "verify,blobshift_state"), "--skip-tags blobshift_state,verify"),
+    (("--limit", "proxy"), "--limit proxy"),  # hosts left on the old settings
+]
+
+
+@pytest.mark.parametrize("playbook", ENV_EDITING)
+@pytest.mark.parametrize(("flags", "named"), SKIPS, ids=[s[1] for s in SKIPS])
+def test_a_phase_refuses_what_would_skip_a_part_of_it(env, playbook, flags, named):
+    before = files(env)
+    proc = play(env, playbook, *flags, "--check")
+    assert proc.returncode != 0
+    message = " ".join((proc.stdout + proc.stderr).split())
+    assert f"{playbook} refuses {named}: a phase runs whole" in message, message[-2000:]
+    assert "TASK [" not in proc.stdout  # refused before any task
+    assert files(env) == before
+
+
+def test_host_vars_still_win_after_the_phase_edits_the_environment(env):
+    # After env_transition.yml edits public.yml, the plays of the phase must see it at
+    # group_vars precedence: an override in host_vars keeps winning (an include_vars of
+    # public.yml would outrank it and deploy the proxy with the environment's value).
+    override = env.out / "hosts" / "nginx" / "logs-lab-proxy"
+    override.mkdir()
+    host_vars = env.inventory / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "lab-proxy.yml").write_text(f"nginx_proxy_log_dir: {override}\n")
+    proc = play(env, "phase1_send_writes_to_new.yml", "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"access_log {override}/" in proc.stdout
+    assert f"access_log {env.out}/hosts/nginx/logs/" not in proc.stdout

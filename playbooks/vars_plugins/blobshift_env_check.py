@@ -8,6 +8,13 @@ files are decrypted with the password given, to name the file when it is wrong o
 its decrypted content is malformed (Ansible does not say which file either; the content
 is never quoted); a `vault*` file that is not encrypted is refused. It contributes no
 variables.
+
+It also makes an edited file count: a phase edits public.yml mid-run (env_transition.yml),
+then refreshes the inventory, but Ansible's loader keeps every vars file it parsed, so
+host_group_vars would go on serving the old content. When a file of group_vars/all/ has
+changed since it was last seen, its parsed copy is dropped from the loader's cache, and
+the plays after the edit see the new content at group_vars precedence (host and group
+overrides still win, as they would not after an include_vars).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ DOCUMENTATION = """
 """
 
 _CHECKED: dict[str, float] = {}
+# (inode, mtime_ns, size) of each group_vars/all file when last seen, by its path there.
+_SEEN: dict[str, tuple[int, int, int]] = {}
 
 
 class _TolerantLoader(yaml.SafeLoader):
@@ -89,6 +98,21 @@ def _check(path: str, loader) -> None:
     _CHECKED[real] = mtime
 
 
+def _forget_if_changed(path: str, loader) -> None:
+    """Drop the loader's parsed copy of `path` when the file changed since it was seen.
+
+    DataLoader keeps parsed files in `_FILE_CACHE` (ansible-core 2.19), keyed by the path
+    as host_group_vars found it; without this the edited environment would never be read
+    again. tests/test_phase_guards.py fails if a later ansible-core stops honouring it."""
+    st = os.stat(path)
+    seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if _SEEN.get(path, seen) != seen:
+        cache = getattr(loader, "_FILE_CACHE", None)
+        if isinstance(cache, dict):
+            cache.pop(loader.path_dwim(path), None)
+    _SEEN[path] = seen
+
+
 def _yaml_problem(data: bytes, *, quote: bool) -> str:
     """'' if `data` parses, else ' at line L, column C: what is wrong'."""
     try:
@@ -123,4 +147,5 @@ class VarsModule(BaseVarsPlugin):
             for name in sorted(os.listdir(folder)):
                 if name.endswith((".yml", ".yaml")):
                     _check(os.path.join(folder, name), loader)
+                    _forget_if_changed(os.path.join(folder, name), loader)
         return {}
