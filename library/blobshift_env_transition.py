@@ -140,7 +140,11 @@ def main() -> None:
     changes = [c for c in changes if c[1] != c[2]]
     if not p["allow_dirty"]:
         for path, _, _ in changes:
-            if git_dirty(path):
+            try:
+                dirty = git_dirty(path)
+            except EnvEditError as exc:
+                module.fail_json(msg=f"{exc}; nothing was changed")
+            if dirty:
                 module.fail_json(
                     msg=f"{path} has uncommitted changes: commit or stash them so that this "
                     "edit can be reviewed on its own (or pass allow_dirty), nothing was changed"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from blobshift.envedit import EnvEditError, Inventory, git_dirty, plan
+from blobshift.envedit import EnvEditError, Inventory, git_dirty, plan, write_atomic
 
 HOSTS = """\
 # the lab inventory
@@ -133,3 +134,30 @@ def test_git_dirty_tells_uncommitted_edits(tmp_path):
     outside = tmp_path.parent / "not-in-git.yml"
     outside.write_text(PUBLIC)
     assert git_dirty(outside) is False
+
+
+def test_a_git_failure_is_never_read_as_clean(tmp_path):
+    # A checkout owned by another user: git refuses it ("dubious ownership"); that must
+    # stop the edit, not pass as "nothing uncommitted".
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    public = tmp_path / "public.yml"
+    public.write_text(PUBLIC)
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the checkout to another user")
+    os.chown(tmp_path, 12345, 12345)
+    os.chown(tmp_path / ".git", 12345, 12345)
+    with pytest.raises(EnvEditError, match=r"git status of .*public.yml failed \(.*dubious"):
+        git_dirty(public)
+
+
+def test_write_atomic_keeps_the_owner_and_mode(tmp_path):
+    public = tmp_path / "public.yml"
+    public.write_text(PUBLIC)
+    public.chmod(0o640)
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    os.chown(public, 12345, 12346)
+    write_atomic(public, PUBLIC + "# edited\n")
+    st = public.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (12345, 12346, 0o640)
+    assert public.read_text().endswith("# edited\n")

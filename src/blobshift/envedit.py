@@ -8,6 +8,7 @@ result is parsed again and checked before it is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -271,7 +272,11 @@ def plan(
 
 
 def git_dirty(path: Path) -> bool:
-    """True when `path` is tracked by git and has uncommitted changes."""
+    """True when `path` is in a git work tree and has uncommitted changes (or is untracked).
+
+    A file outside any repository (or with no git installed) is not dirty. Any other git
+    failure (dubious ownership when the checkout belongs to another user, a broken
+    repository) raises EnvEditError: it must never pass as "nothing uncommitted"."""
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--", path.name],
@@ -280,15 +285,32 @@ def git_dirty(path: Path) -> bool:
             text=True,
             timeout=30,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except FileNotFoundError:
         return False
-    return out.returncode == 0 and bool(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvEditError(
+            f"git status of {path} failed ({exc}): cannot tell whether it has uncommitted changes"
+        ) from None
+    if out.returncode != 0:
+        if "not a git repository" in out.stderr:
+            return False
+        why = " ".join(out.stderr.split())[:300] or f"exit code {out.returncode}"
+        raise EnvEditError(
+            f"git status of {path} failed ({why}): cannot tell whether it has uncommitted "
+            "changes; fix git's complaint (e.g. run the playbook as the checkout's owner)"
+        )
+    return bool(out.stdout.strip())
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace the file `path` points to (a symlink stays a symlink), keeping its mode."""
     real = path.resolve()
     tmp = real.with_name(f".{real.name}.blobshift-tmp")
+    st = real.stat()
     tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, real.stat().st_mode & 0o7777)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+        # The operator's checkout keeps its owner when the edit runs as another user.
+        with contextlib.suppress(PermissionError):
+            os.chown(tmp, st.st_uid, st.st_gid)
     os.replace(tmp, real)
