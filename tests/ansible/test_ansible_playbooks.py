@@ -602,3 +602,25 @@ def test_update_config_restarts_app_hosts_batch_by_batch(lab_env):
     counts = dict(zip(lines[0::2], map(int, lines[1::2]), strict=True))
     assert sorted(counts.values()) == [1, 2, 3, 4]
     assert ok(lab_env.play("update_config.yml")).stdout.count("changed=1") == 0
+
+
+def test_update_config_stops_the_rollout_at_a_batch_whose_app_fails_its_health_check(lab_env):
+    """web2's app does not come back after its restart: the rollout stops there, web3
+    keeps its old settings (none here), and the failure names web2."""
+    app = lab_env.lab_root / "apps-health"
+    lab_env.webworkers = [f"web{i} ansible_host=127.0.0.1" for i in (1, 2, 3)]
+    lab_env.public.update(
+        blobshift_update_config_serial=1,
+        localsettings_path=f"{app}/{{{{ inventory_hostname }}}}/localsettings.py",
+        localsettings_app_health_command="test {{ inventory_hostname }} != web2",
+        localsettings_app_health_retries=2,
+        localsettings_app_health_delay=0,
+    )
+    lab_env.write()
+    result = lab_env.play("update_config.yml")
+    assert result.returncode != 0
+    assert "FAILED - RETRYING: [web2]: Run the app's health check command" in result.stdout
+    assert "fatal: [web2]" in result.stdout, result.stdout[-3000:]
+    assert (app / "web1" / "localsettings.py").exists()
+    assert (app / "web2" / "localsettings.py").exists()
+    assert not (app / "web3" / "localsettings.py").exists()
