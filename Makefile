@@ -6,9 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian package:binary pairs; a package counts as installed when its binary is on PATH.
-# The Ceph ones make the one-node Ceph RGW of the tests (blobshift.lab.ceph).
+# The Ceph ones make the one-node Ceph RGW of the tests (blobshift.lab.ceph); podman, runc
+# and debootstrap the fleet lab (blobshift.lab.fleet); prometheus and its node exporter the
+# metrics test, chromium the report page's test.
 APT_PACKAGES := nginx:nginx ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-mgr:ceph-mgr \
-	radosgw:radosgw ceph-common:ceph
+	radosgw:radosgw ceph-common:ceph podman:podman runc:runc debootstrap:debootstrap \
+	prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter chromium:chromium
 
 .PHONY: demo demo-engine test lint pytest deps clean bench bench-smoke
 
@@ -80,7 +83,7 @@ test-modules: deps
 
 # The lab and the runbook's phase playbooks (issue 5); their end-to-end test is
 # tests/test_runbook.py, in `pytest`.
-RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase_guard.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
+RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase_guard.yml playbooks/backfill_idle.yml playbooks/check_readiness.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
 .PHONY: lint-runbook
 lint-runbook: deps
 	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(RUNBOOK_YAML)
@@ -114,6 +117,17 @@ soak: deps
 # The engine alone: two S3 servers, backfill, check-blob-logs, verify, audit.
 demo-engine: deps
 	$(BIN)/python -m blobshift.lab.demo
+
+# The fleet lab (issue 12): one Debian container per host (systemd, sshd) on 10.89.7.0/24,
+# reached by Ansible over SSH as deploy: `ansible -i inventories/fleet all -m ping`.
+# Its test: tests/fleet/test_fleet_lab.py. `make fleet-down FLEET_DOWN_ARGS=--images`
+# removes the images too.
+.PHONY: fleet-up fleet-down
+fleet-up: deps
+	$(BIN)/python -m blobshift.lab.fleet up
+
+fleet-down: $(STAMP)
+	$(BIN)/python -m blobshift.lab.fleet down $(FLEET_DOWN_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

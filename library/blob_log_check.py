@@ -45,6 +45,15 @@ options:
       - The current manifest (JSON lines with C(blob_key)); a logged key absent from it
         is C(Not referenced). Without it, no blob is classified C(Not referenced).
     type: path
+  metrics_file:
+    description:
+      - Keep the run's metrics in this file, in Prometheus' text format (the C(blobshift_*)
+        families listed in the README's Metrics section), replaced whole every few seconds
+        and once at the end, for node_exporter's textfile collector (its directory on Debian
+        is C(/var/lib/prometheus/node-exporter)). The name must end in C(.prom) and its
+        directory must exist.
+      - Not written in check mode.
+    type: path
 notes:
   - Check mode classifies (read-only) and reports RV(would_migrate); it copies nothing.
   - C(changed) is true only when blobs were migrated.
@@ -149,6 +158,7 @@ from ansible.module_utils.blobshift_common import (
 
 if HAS_ENGINE:
     from blobshift.checklogs import FOUND_OLD, NOT_FOUND, check_blob_logs
+    from blobshift.metrics import check_metrics_path
 
 ARGUMENT_SPEC = dict(
     settings=dict(type="path", required=True),
@@ -156,6 +166,7 @@ ARGUMENT_SPEC = dict(
     migrate=dict(type="bool", default=False),
     num_workers=dict(type="int", default=15),
     keys_from=dict(type="path"),
+    metrics_file=dict(type="path"),
 )
 
 
@@ -175,6 +186,8 @@ def main():
         module.fail_json(msg=f"missing-blob log(s) not readable by uid {os.getuid()}: {unreadable}")
     if p["keys_from"] is not None and not os.path.isfile(p["keys_from"]):
         module.fail_json(msg=f"keys_from {p['keys_from']}: no such manifest file on this host")
+    if p["metrics_file"] and (why := check_metrics_path(Path(p["metrics_file"]), "metrics_file")):
+        module.fail_json(msg=why)
     settings = load_engine_settings(module, p["settings"])
     migrate = p["migrate"] and not module.check_mode
     out = capture_output()
@@ -188,6 +201,9 @@ def main():
             num_workers=p["num_workers"],
             keys_from=Path(p["keys_from"]) if p["keys_from"] else None,
             out=out,
+            metrics_file=None
+            if module.check_mode or not p["metrics_file"]
+            else Path(p["metrics_file"]),
         ),
         out,
     )

@@ -68,11 +68,13 @@ options:
       - Copy objects larger than this in parts (of 8 MiB, each hashed here), e.g. C(8M)
         or C(200M); smaller ones go in one PUT, streamed when over 1 MiB, which the new
         store checks against the source's MD5 and which costs no hashing here.
-      - Unset, the engine's default C(8M), what a proxy with a 9M body limit (nginx in
-        front of a Riak CS cluster) admits. An external endpoint (Amazon S3) takes one
-        PUT of up to 5 GiB, and C(200M) (rclone's default cutoff) copies large blobs
-        faster. C(playbooks/run_blob_migration.yml) picks between the two from where the
-        new store is.
+      - Unset, the engine's default C(200M) (rclone's cutoff), the fastest where the
+        new store takes large PUTs (an external endpoint such as Amazon S3). Behind a
+        proxy with a 9M body limit (nginx in front of a Riak CS cluster), C(8M) sends
+        nothing the proxy refuses; at C(200M) the first refused PUT goes again in parts,
+        and so does every object as large for the rest of the run.
+        C(playbooks/run_blob_migration.yml) picks between the two from where the new store
+        is.
     type: str
   keys_from:
     description:
@@ -93,6 +95,15 @@ options:
         "cannot be stored faithfully" instead of being copied.
     type: bool
     default: false
+  metrics_file:
+    description:
+      - Keep the run's metrics in this file, in Prometheus' text format (the C(blobshift_*)
+        families listed in the README's Metrics section), replaced whole every few seconds
+        and once at the end, for node_exporter's textfile collector (its directory on Debian
+        is C(/var/lib/prometheus/node-exporter)). The name must end in C(.prom) and its
+        directory must exist.
+      - Not written in check mode.
+    type: path
 notes:
   - Check mode runs the engine's dry run; it lists both stores and reports how many blobs
     would be copied (RV(would_copy)); it copies nothing and moves no checkpoint.
@@ -238,6 +249,7 @@ from ansible.module_utils.blobshift_common import (
 if HAS_ENGINE:
     from blobshift.backfill import Backfill, BackfillOptions
     from blobshift.copy import CopyOptions
+    from blobshift.metrics import check_metrics_path
     from blobshift.ratelimit import parse_size
     from blobshift.sources import Shard
 
@@ -254,6 +266,7 @@ ARGUMENT_SPEC = dict(
     keys_from=dict(type="path"),
     prefix=dict(type="str", default=""),
     log_unfaithful_keys=dict(type="bool", default=False),
+    metrics_file=dict(type="path"),
 )
 
 
@@ -290,6 +303,8 @@ def validate(module):
         module.fail_json(msg=f"keys_from {p['keys_from']}: no such manifest file on this host")
     if os.path.exists(p["log_dir"]) and not os.path.isdir(p["log_dir"]):
         module.fail_json(msg=f"log_dir {p['log_dir']} exists and is not a directory")
+    if p["metrics_file"] and (why := check_metrics_path(Path(p["metrics_file"]), "metrics_file")):
+        module.fail_json(msg=why)
     return index, count, bwlimit, threshold
 
 
@@ -318,6 +333,7 @@ def main():
         bwlimit=bwlimit,
         copy=CopyOptions() if threshold is None else CopyOptions(multipart_threshold=threshold),
         log_unfaithful_keys=p["log_unfaithful_keys"],
+        metrics_file=Path(p["metrics_file"]) if p["metrics_file"] else None,
     )
     out = capture_output()
     result = run_engine(

@@ -108,6 +108,15 @@ shard:
   description: The shard, as C(I/N).
   returned: always
   type: str
+running_shards:
+  description:
+    - Every shard of O(log_dir), whatever O(shard) says (backfill shards and rollback
+      reverse passes), that a process is running now, with the pid of its status file.
+      The flip refuses to start while this is not empty.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"shard": "1/2", "reverse": false, "pid": 4242}]
 log_dir_exists:
   description: Whether O(log_dir) exists.
   returned: always
@@ -130,45 +139,18 @@ problems:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.blobshift_common import (
-    dir_space,
-    lock_held,
-    parse_shard,
-    pid_alive,
-    read_json,
-    shard_paths,
-)
+from ansible.module_utils.blobshift_common import dir_space, parse_shard
+
+# The run files are read by the code `blobshift status` uses (a symlink to the engine's
+# blobshift/runstate.py, standard library only): this module runs before the engine is
+# installed (run_blob_migration.yml's preflight checks the log dir with it).
+from ansible.module_utils.blobshift_runstate import read_shard, running_shards
 
 ARGUMENT_SPEC = dict(
     log_dir=dict(type="path", required=True),
     shard=dict(type="str", default="0/1"),
 )
-
-
-def shard_state(status, running):
-    if status is None:
-        return "running" if running else "not started"
-    state = str(status.get("state") or "unknown")
-    if running:
-        return "running"
-    if state in ("running", "starting"):
-        return "dead"
-    return state
-
-
-def job_finished(job):
-    """Whether the async job of the job file `job` has ended (async_status's rule: a results
-    file still holding "started" is running until it says "finished")."""
-    results_file = (job or {}).get("results_file")
-    if not results_file:
-        return False
-    data, _ = read_json(results_file)
-    if data is None:  # not written yet, or being replaced
-        return False
-    return "started" not in data or bool(data.get("finished"))
 
 
 def main():
@@ -178,35 +160,16 @@ def main():
         index, count = parse_shard(p["shard"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    paths = shard_paths(p["log_dir"], index, count)
-    problems = []
-    files = {}
-    for name in ("status", "checkpoint", "job"):
-        data, error = read_json(paths[name])
-        files[name] = data
-        if error:
-            problems.append(error)
-    status, checkpoint = files["status"], files["checkpoint"]
-    running = lock_held(paths["lock"])
-    logs = list((checkpoint or {}).get("logs") or (status or {}).get("logs") or [])
+    info = read_shard(p["log_dir"], index, count)
+    info.pop("reverse")
     exists, writable, free = dir_space(p["log_dir"])
     module.exit_json(
         changed=False,
-        shard=f"{index}/{count}",
-        paths=paths,
-        state=shard_state(status, running),
-        running=running,
-        pid_alive=pid_alive((status or {}).get("pid")),
-        status=status,
-        checkpoint=checkpoint,
-        job=files["job"],
-        job_finished=job_finished(files["job"]),
-        logs=logs,
-        existing_logs=[log for log in logs if os.path.isfile(log)],
+        **info,
+        running_shards=running_shards(p["log_dir"]),
         log_dir_exists=exists,
         log_dir_writable=writable,
         free_bytes=free,
-        problems=problems,
     )
 
 

@@ -66,6 +66,15 @@ options:
       - A file on the host with more keys accepted as lost, one per line or JSON lines
         with C(blob_key) (e.g. a missing-blob log); C(#) comments allowed.
     type: path
+  metrics_file:
+    description:
+      - Keep the run's metrics in this file, in Prometheus' text format (the C(blobshift_*)
+        families listed in the README's Metrics section), replaced whole every few seconds
+        and once at the end, for node_exporter's textfile collector (its directory on Debian
+        is C(/var/lib/prometheus/node-exporter)). The name must end in C(.prom) and its
+        directory must exist.
+      - Not written in check mode.
+    type: path
 notes:
   - The module only reads the stores. C(changed) is true when it wrote O(report).
   - Supports check mode (the same comparison; the report file is not written).
@@ -188,6 +197,7 @@ from ansible.module_utils.blobshift_common import (
 )
 
 if HAS_ENGINE:
+    from blobshift.metrics import check_metrics_path
     from blobshift.verify import load_accept_list, summarize, verify, write_report
 
 ARGUMENT_SPEC = dict(
@@ -199,6 +209,7 @@ ARGUMENT_SPEC = dict(
     num_workers=dict(type="int", default=8),
     accept_missing=dict(type="list", elements="str", default=[]),
     accept_missing_file=dict(type="path"),
+    metrics_file=dict(type="path"),
 )
 
 
@@ -220,6 +231,8 @@ def main():
                 msg=f"accept_missing_file {path}: unreadable ({type(exc).__name__}: {exc})",
                 exit_code=RC_USAGE,
             )
+    if p["metrics_file"] and (why := check_metrics_path(Path(p["metrics_file"]), "metrics_file")):
+        module.fail_json(msg=why)
     settings = load_engine_settings(module, p["settings"])
     out = capture_output()
     report = run_engine(
@@ -233,6 +246,9 @@ def main():
             num_workers=p["num_workers"],
             accept=accept or None,
             out=out,
+            metrics_file=None
+            if module.check_mode or not p["metrics_file"]
+            else Path(p["metrics_file"]),
         ),
         out,
     )

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import io
-import json
 import os
 import sys
 import traceback
+
+# Reading a shard's run files is one implementation with the engine's `blobshift status`:
+# blobshift_runstate.py is a symlink to src/blobshift/runstate.py (standard library only).
+# shard_paths is re-exported for the modules that name the run files.
+from ansible.module_utils.blobshift_runstate import shard_paths  # noqa: F401
 
 try:
     from blobshift import __version__ as ENGINE_VERSION
@@ -54,69 +57,6 @@ def parse_shard(text):
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard {text!r}: need N >= 1 and 0 <= I < N (I is 0-based)")
     return index, count
-
-
-def shard_slug(index, count):
-    return "migrate_backend" if count == 1 else f"migrate_backend-shard{index}of{count}"
-
-
-def shard_paths(log_dir, index, count):
-    """The files a backfill of shard index/count keeps in log_dir, plus the Ansible job file."""
-    slug = shard_slug(index, count)
-    join = os.path.join
-    return {
-        "checkpoint": join(log_dir, f"{slug}-checkpoint.json"),
-        "status": join(log_dir, f"{slug}-status.json"),
-        "lock": join(log_dir, f"{slug}.lock"),
-        # Written by playbooks/run_blob_migration.yml: the async job id of the backfill.
-        "job": join(log_dir, f"{slug}-ansible-job.json"),
-    }
-
-
-def read_json(path):
-    """(data, error): the parsed JSON object of `path`, or None and why not."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return None, f"{path}: unreadable ({type(exc).__name__}: {exc})"
-    if not isinstance(data, dict):
-        return None, f"{path}: not a JSON object"
-    return data, None
-
-
-def lock_held(path):
-    """True when a process holds the shard's lock (a backfill of this shard is running).
-
-    Takes a shared lock without blocking and drops it at once: a running backfill holds
-    an exclusive one, so this never waits and never disturbs it.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def pid_alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def dir_space(path):

@@ -173,7 +173,16 @@ def test_large_object_is_copied_in_parts(settings_file, old_server, new_server, 
     old_b, new_b = buckets
     big = os.urandom(100 * 1024 * 1024)
     seed(old_server, old_b, {"big.bin": big}, ContentType="application/x-big")
-    run_cli("migrate-backend", "--settings", settings_file, "--log-dir", tmp_path, check=0)
+    run_cli(
+        "migrate-backend",
+        "--settings",
+        settings_file,
+        "--log-dir",
+        tmp_path,
+        "--multipart-threshold",
+        "8M",
+        check=0,
+    )
     head = new_server.client().head_object(Bucket=new_b, Key="big.bin")
     assert head["ContentLength"] == len(big)
     assert head["ContentType"] == "application/x-big"

@@ -49,7 +49,7 @@ def test_check_blob_logs_all_four_categories_and_migrate(
         log,
         "--keys-from",
         manifest,
-        "--json",
+        "--json-file",
         tmp_path / "c.json",
         check=1,
     )
@@ -72,7 +72,7 @@ def test_check_blob_logs_all_four_categories_and_migrate(
         "--keys-from",
         manifest,
         "--migrate",
-        "--json",
+        "--json-file",
         tmp_path / "m.json",
         check=1,
     )
@@ -85,7 +85,7 @@ def test_check_blob_logs_all_four_categories_and_migrate(
         log,
         "--keys-from",
         manifest,
-        "--json",
+        "--json-file",
         tmp_path / "a.json",
     )
     assert json.loads((tmp_path / "a.json").read_text())["totals"]["Found in old db"] == 0

@@ -209,6 +209,41 @@ def test_a_put_refused_as_too_large_is_copied_again_in_parts(old_server, buckets
     assert b"".join(parts[n] for n in sorted(parts)) == body
 
 
+def test_after_one_refused_put_the_run_sends_objects_that_large_in_parts(old_server, buckets):
+    """The default threshold (200M) behind a 9M body limit: the first large object is
+    refused once and goes in parts; the next ones go in parts at once (one refusal per
+    run, not per object), and objects under the refused size still try one PUT."""
+    old_b, _ = buckets
+    blobs = {
+        "a.bin": os.urandom(20 * MIB + 3),
+        "b.bin": os.urandom(24 * MIB),
+        "c.bin": os.urandom(12 * MIB),
+    }
+    seed(old_server, old_b, blobs)
+    seen: list[str] = []
+    parts: dict[int, bytes] = {}
+    limits = Limits()
+
+    async def run() -> None:
+        async with serving(body_limited_store(9 * MIB, seen, parts)) as port:
+            old, new = client(old_server, old_b), fake_store(port)
+            try:
+                for key, body in blobs.items():
+                    assert await copy_object(
+                        old, new, key, limits, CopyOptions(), len(body)
+                    ) == len(body)
+            finally:
+                old.close()
+                new.close()
+
+    asyncio.run(run())
+    single_puts = [s for s in seen if s.startswith("PUT  ")]
+    # a.bin: refused; b.bin (larger): parts at once; c.bin (smaller): tried, refused.
+    assert single_puts == [f"PUT  {20 * MIB + 3}", f"PUT  {12 * MIB}"]
+    assert limits.refused_put_size == 12 * MIB
+    assert seen.count("POST uploads 0") == 3
+
+
 def test_a_body_that_stops_half_way_times_out(tmp_path):
     async def stalling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

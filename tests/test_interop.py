@@ -267,7 +267,7 @@ def test_manifest_run_and_check_blob_logs(stores, tmp_path):
         "--keys-from",
         current,
         "--migrate",
-        "--json",
+        "--json-file",
         result,
         check=1,
     )

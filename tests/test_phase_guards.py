@@ -4,9 +4,11 @@ change anything: no env file edited, no host touched."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,71 @@ def test_host_vars_still_win_after_the_phase_edits_the_environment(env):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"access_log {override}/" in proc.stdout
     assert f"access_log {env.out}/hosts/nginx/logs/" not in proc.stdout
+
+
+def store_log(path: Path, lines: list[tuple[str, str, str, int]]) -> Path:
+    """A proxy store log (roles/nginx_proxy's format) of app requests, in this order, the
+    last one just now."""
+    now = time.time()
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "msec": f"{now - (len(lines) - i) * 0.1:.3f}",
+                    "site": site,
+                    "method": method,
+                    "uri": f"/blobdb/{key}",
+                    "status": str(status),
+                    "agent": "Boto3/1.44",
+                }
+            )
+            + "\n"
+            for i, (site, method, key, status) in enumerate(lines)
+        )
+    )
+    return path
+
+
+def test_the_readiness_gate_refuses_while_app_reads_fall_back_to_the_old_store(env, tmp_path):
+    public = env.out / "environments" / "local" / "public.yml"
+    write_atomic(
+        public,
+        public.read_text().replace(
+            "BLOB_DB_MIGRATING_FROM_S3_TO_S3: false", "BLOB_DB_MIGRATING_FROM_S3_TO_S3: true"
+        ),
+    )
+    # The engine is this checkout's (not installed on the "proxy host" here).
+    engine = (
+        "-e",
+        f"blobshift_engine_venv={Path(sys.executable).parent.parent}",
+        "--skip-tags",
+        "blobshift_engine",
+    )
+    red = store_log(
+        tmp_path / "red.log",
+        [
+            ("riakcs_new", "GET", "a", 404),
+            ("riakcs", "GET", "a", 200),  # a fallback
+            ("riakcs_new", "HEAD", "b", 404),
+            ("riakcs", "HEAD", "b", 200),  # exists(): one too
+            ("riakcs_new", "GET", "c", 200),
+        ],
+    )
+    proc = play(env, "check_readiness.yml", "-e", f"blob_migration_readiness_log={red}", *engine)
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert "2 fallback(s) in the last 20s" in text, text[-3000:]
+    assert "blobdb/a" in text and "blobdb/b" in text
+    # The app's deletes HEAD the old store before deleting there: no read of it.
+    green = store_log(
+        tmp_path / "green.log",
+        [
+            ("riakcs_new", "GET", "a", 200),
+            ("riakcs_new", "HEAD", "d", 200),
+            ("riakcs_new", "DELETE", "d", 204),
+            ("riakcs", "HEAD", "d", 200),
+            ("riakcs", "DELETE", "d", 204),
+        ],
+    )
+    proc = play(env, "check_readiness.yml", "-e", f"blob_migration_readiness_log={green}", *engine)
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -243,7 +243,9 @@ def test_full_log_dir_stops_cleanly_then_resumes(
         # The torn last line of the first log is tolerated by check-blob-logs.
         logs = sorted(str(p) for p in log_dir.glob("*-blob-migration-*Z.txt"))
         report = tmp_path / "check.json"
-        run_cli("check-blob-logs", "--settings", settings_file, *logs, "--json", report, check=1)
+        run_cli(
+            "check-blob-logs", "--settings", settings_file, *logs, "--json-file", report, check=1
+        )
         totals = json.loads(report.read_text())["totals"]
         assert totals["Not found"] == len(gone) and totals["Found in new db"] == 0
         no_secret(full.stdout, full.stderr, resumed.stdout, *dir_texts(log_dir))
@@ -648,7 +650,7 @@ def test_no_secret_in_ps_output_or_run_files(
     assert any("migrate-backend" in s for s in samples), "never saw the running backfill"
     logs = sorted(str(p) for p in log_dir.glob("*-blob-migration-*Z.txt"))
     check = run_cli(
-        "check-blob-logs", "--settings", settings_file, *logs, "--json", log_dir / "c.json"
+        "check-blob-logs", "--settings", settings_file, *logs, "--json-file", log_dir / "c.json"
     )
     verify = run_cli("verify", "--settings", settings_file, "--report", log_dir / "v.json")
     outputs = [out, err, check.stdout, check.stderr, verify.stdout, verify.stderr]

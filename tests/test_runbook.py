@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_report_html import external_references
 
 from blobshift.lab import runbook
 from blobshift.lab.runbook import APP_DIR, LAB_DIR, PROXY, REPO, RUN_MARKER
@@ -245,6 +246,23 @@ def assert_runbook_passed(report: dict, code: int, out: str, blobs: int, tmp_pat
     # the Riak CS target) found every blob: it reaches the new store.
     assert report["proxy"] == {"8080_listening": True, "8081_listening": False}
     assert out.rstrip().splitlines()[-1] == f"report: {tmp_path / 'report.json'}"
+    # The page beside it: named on the line before, self-contained, the run's figures on it.
+    page = tmp_path / "report.html"
+    assert out.rstrip().splitlines()[-2] == f"report page: {page}"
+    text = page.read_text()
+    assert external_references(text) == []
+    assert 'id="verify-verdict"><span class="tag ok">clean<' in text
+    assert f">{report['blobs_in_old_at_start']:,}<" in text
+    assert report["backfill_samples"]  # the progress sampled during phase 2
+    assert report["backfill_samples"][-1]["copied"] == report["backfill"]["totals"]["copied"]
+    # Readiness from the proxy's store log: red over the backfill (the app's reads of blobs
+    # not yet copied were answered by the old store), green before the flip.
+    during = report["readiness_during_backfill"]
+    assert during["verdict"] == "fallbacks" and during["fallbacks"] > 0, during
+    assert during["own_reads"] > 0  # the backfill's reads, told apart by their User-Agent
+    before = report["readiness_before_flip"]
+    assert before["fallbacks"] == 0, before
+    assert before["verdict"] == ("ready" if before["app_reads"] else "no_app_reads")
 
 
 def assert_no_secrets(

@@ -18,7 +18,8 @@ import os
 import signal
 import socket
 import time
-from collections import deque
+from calendar import timegm
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 from blobshift.copy import CopyOptions, copy_object
 from blobshift.fidelity import PROBE_PREFIX, classes_of, unfaithful_classes
+from blobshift.metrics import WRITE_INTERVAL, RunMetrics, Snapshot, published
 from blobshift.progress import Output, Progress, human_bytes, rate_text
 from blobshift.ratelimit import Limits
 from blobshift.runfiles import (
@@ -42,7 +44,7 @@ from blobshift.runfiles import (
     utc_iso,
     write_json_atomic,
 )
-from blobshift.s3.client import NotFound, RetryPolicy, S3Client, is_retryable
+from blobshift.s3.client import NotFound, RetryPolicy, S3Client, is_retryable, retry_cause
 from blobshift.settings import BlobSettings
 from blobshift.sources import (
     PRESENT,
@@ -77,6 +79,9 @@ class BackfillOptions:
     reverse: bool = False
     # Keys of a class the target cannot hold as written: logged instead of refusing to start.
     log_unfaithful_keys: bool = False
+    # Prometheus text file rewritten every `metrics_interval` seconds (not by a dry run).
+    metrics_file: Path | None = None
+    metrics_interval: float = WRITE_INTERVAL
 
 
 @dataclass
@@ -168,8 +173,20 @@ class Backfill:
         self._total: int | None = None
         self._state = "starting"
         self._fatal: BaseException | None = None
-        self._copy_retries = 0
+        self._copy_retries: Counter[str] = Counter()  # whole copies retried, by cause
         self._clients: tuple[S3Client, ...] = ()
+        self._metrics = (
+            RunMetrics(
+                options.metrics_file,
+                "migrate-backend",
+                str(options.shard),
+                self._snapshot,
+                interval=options.metrics_interval,
+                out=self.out,
+            )
+            if options.metrics_file is not None and not options.dry_run
+            else None
+        )
         # Keys in this checkpoint's earlier logs: a resume does not log them again.
         self._logged_before: set[str] = set()
         self._relogged = 0
@@ -241,7 +258,13 @@ class Backfill:
         # Bad input (manifest, stores) is refused before the log dir is touched.
         if self.opts.keys_from is not None:
             self._total = scan_manifest(self.opts.keys_from)
-        async with open_stores(self.settings, self.opts.num_workers) as (old, new):
+        async with open_stores(self.settings, self.opts.num_workers, "migrate-backend") as (
+            old,
+            new,
+        ):
+            self._clients = (old, new)
+            if self._metrics is not None:
+                self._metrics.observe(old, new)
             await preflight(old, new, settings_path=self.settings.path)
             if self.opts.dry_run:  # the probe writes to the target; a dry run writes nothing
                 self.out.line("dry run: the key probe of the target is skipped (it writes)")
@@ -251,10 +274,13 @@ class Backfill:
                 with log_dir_writes(self.opts.log_dir, "lock file"):
                     self.opts.log_dir.mkdir(parents=True, exist_ok=True)
                     held.enter_context(RunLock(self.paths.lock))
-                cp = self._load_checkpoint()
-                if self.opts.dry_run:
-                    return await self._dry_run(old, new, cp)
-                return await self._copy_run(old, new, cp)
+                # Only the shard's lock holder writes its metrics file: a second run
+                # refused by the lock must not overwrite the running one's.
+                async with published(self._metrics):
+                    cp = self._load_checkpoint()
+                    if self.opts.dry_run:
+                        return await self._dry_run(old, new, cp)
+                    return await self._copy_run(old, new, cp)
 
     async def _probe_key_fidelity(self, new: S3Client) -> None:
         unfaithful = await unfaithful_classes(new)
@@ -303,7 +329,6 @@ class Backfill:
         return result
 
     async def _copy_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
-        self._clients = (old, new)
         log_path = self.paths.new_log()
         if not cp.complete and cp.position:
             self._logged_before = logged_keys(Path(p) for p in cp.logs)
@@ -433,8 +458,8 @@ class Backfill:
             self.counts.skipped += 1
             return
 
-        def retried(_: BaseException) -> None:
-            self._copy_retries += 1
+        def retried(exc: BaseException) -> None:
+            self._copy_retries[retry_cause(exc)] += 1
 
         try:
             n = await self.copy_retry.run(
@@ -508,9 +533,39 @@ class Backfill:
             + rate_text(done, c.bytes, elapsed, self._total)
         )
 
-    def _count_retries(self) -> None:
+    def _retry_causes(self) -> Counter[str]:
         """Retries of whole copies plus those of single requests inside both clients."""
-        self.counts.retries = self._copy_retries + sum(c.retries for c in self._clients)
+        causes = Counter(self._copy_retries)
+        for client in self._clients:
+            causes.update(client.retry_causes)
+        return causes
+
+    def _count_retries(self) -> None:
+        self.counts.retries = sum(self._retry_causes().values())
+
+    def _snapshot(self) -> Snapshot:
+        """The run's counts for its metrics file."""
+        c = self.counts
+        age = None
+        if self._checkpoint is not None:
+            # Since the position last moved (saved), else since this run started.
+            saved = self._checkpoint.updated
+            since = (
+                timegm(time.strptime(saved, "%Y-%m-%dT%H:%M:%SZ"))
+                if saved
+                else time.time() - (time.monotonic() - self._started)
+            )
+            age = max(0.0, time.time() - since)
+        return Snapshot(
+            listed=c.listed,
+            copied=c.copied,
+            skipped=c.skipped,
+            logged=c.logged,
+            bytes_copied=c.bytes,
+            retries=self._retry_causes(),
+            state=self._state,
+            checkpoint_age=age,
+        )
 
     def _write_status(self, error: str | None = None) -> None:
         self._count_retries()

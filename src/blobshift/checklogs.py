@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blobshift.copy import CopyOptions, copy_object
+from blobshift.metrics import UNSHARDED, WRITE_INTERVAL, RunMetrics, Snapshot, published
 from blobshift.progress import Output
 from blobshift.ratelimit import Limits
 from blobshift.runfiles import read_log_records
@@ -108,6 +109,8 @@ async def check_blob_logs(
     num_workers: int = 15,
     keys_from: Path | None = None,
     out: Output | None = None,
+    metrics_file: Path | None = None,
+    metrics_interval: float = WRITE_INTERVAL,
 ) -> CheckResult:
     out = out or Output()
     result = CheckResult()
@@ -128,8 +131,27 @@ async def check_blob_logs(
     referenced = manifest_keys(keys_from) if keys_from is not None else None
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
     limits, retry, copy_opts = Limits(), RetryPolicy(attempts=5), CopyOptions()
+    clients: list[S3Client] = []
+    metrics = (
+        None
+        if metrics_file is None
+        else RunMetrics(
+            metrics_file,
+            "check-blob-logs",
+            UNSHARDED,
+            lambda: _snapshot(result, counts, clients),
+            interval=metrics_interval,
+            out=out,
+        )
+    )
 
-    async with open_stores(settings, num_workers) as (old, new):
+    async with (
+        published(metrics),
+        open_stores(settings, num_workers, "check-blob-logs") as (old, new),
+    ):
+        clients += (old, new)
+        if metrics is not None:
+            metrics.observe(old, new)
         await preflight(old, new, settings_path=settings.path)
         sem = asyncio.Semaphore(num_workers)
 
@@ -158,6 +180,30 @@ async def check_blob_logs(
     if result.malformed:
         out.line(f"malformed lines: {result.malformed}")
     return result
+
+
+def _snapshot(
+    result: CheckResult, counts: dict[str, dict[str, int]], clients: list[S3Client]
+) -> Snapshot:
+    """The classification so far, for the metrics file (categories as metric labels)."""
+    checked = dict.fromkeys((_label(c) for c in CATEGORIES), 0)
+    for by_category in list(counts.values()):
+        for category, n in by_category.items():
+            checked[_label(category)] += n
+    retries: Counter[str] = Counter()
+    for client in clients:
+        retries.update(client.retry_causes)
+    return Snapshot(
+        listed=result.records,
+        copied=result.migrated,
+        logged=result.migrate_failed,
+        checked=checked,
+        retries=retries,
+    )
+
+
+def _label(category: str) -> str:
+    return category.lower().replace(" ", "_")  # "Found in old db" -> found_in_old_db
 
 
 async def _category(key: str, old: S3Client, new: S3Client, referenced: set[str] | None) -> str:

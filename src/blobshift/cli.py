@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import sys
 import typing
@@ -15,15 +14,20 @@ from blobshift import __version__
 from blobshift.backfill import Backfill, BackfillOptions
 from blobshift.checklogs import LogFormatError, check_blob_logs, validate_log
 from blobshift.copy import CopyOptions
+from blobshift.jsonout import backfill_document, emit
+from blobshift.metrics import WRITE_INTERVAL, check_metrics_path
 from blobshift.progress import Output
 from blobshift.ratelimit import parse_size
+from blobshift.readiness_cli import add_parser as add_readiness_parser
+from blobshift.readiness_cli import run as run_readiness
 from blobshift.runfiles import LockedError, LogDirError, RunFileError
 from blobshift.s3.client import S3Error
 from blobshift.s3.http import HTTPError
 from blobshift.settings import SettingsError, load_settings
 from blobshift.sources import ManifestError, Shard
+from blobshift.status import STALE_AFTER, StatusInputError, collect, render
 from blobshift.stores import StoreError
-from blobshift.verify import load_accept_list, summarize, verify, write_report
+from blobshift.verify import load_accept_list, report_document, summarize, verify
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # blobs logged / problems found
@@ -52,6 +56,33 @@ MIGRATE_EXAMPLES = """examples:
   blobshift migrate-backend --settings localsettings.py --log-dir logs --dry-run
   blobshift migrate-backend --settings localsettings.py --log-dir logs \\
       --keys-from manifest.jsonl --max-rps 200 --bwlimit 20M
+  blobshift migrate-backend --settings localsettings.py --log-dir logs --json | jq .counts
+"""
+
+# --json on migrate-backend, check-blob-logs and verify (as kubectl -o json, restic --json).
+JSON_HELP = (
+    "print the summary as one JSON document on stdout; progress and messages go to stderr "
+    "(nothing on stdout when the command fails before its summary)"
+)
+
+STATUS_EXAMPLES = """examples:
+  blobshift status --log-dir /opt/data/blob-migration-logs
+  blobshift status --log-dir logs --shard 1/2 --json | jq '.shards[0].state'
+  # wait for the backfill, then act on how it ended:
+  while blobshift status --log-dir logs >/dev/null; [ $? -eq 3 ]; do sleep 60; done
+
+Per shard: state (running, finished, stopped, failed, not started, or dead: the status
+file says running but no process holds the shard's lock), counts, rate over the run, ETA
+(a --keys-from manifest run knows its total; a listing run does not: "unknown"),
+checkpoint position and age, missing-blob logs with their line counts, pid, last update.
+Read-only: it never locks a running backfill for more than an instant, never signals it.
+
+exit codes:
+  0    every shard finished, nothing logged
+  1    attention: blobs logged, a shard failed or is dead, a running shard's status file
+       is stale (--stale-after), or a run file is unreadable
+  2    bad input: no such log dir, or no run files in it (nothing was read)
+  3    not done, nothing wrong yet: a shard is running, stopped or not started
 """
 
 
@@ -133,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
             required=True,
             help="the app's localsettings.py (both stores and their credentials)",
         )
+        p.add_argument(
+            "--metrics-file",
+            type=Path,
+            metavar="FILE.prom",
+            help="keep the run's metrics in this file, in Prometheus' text format, for "
+            "node_exporter's textfile collector (e.g. /var/lib/prometheus/node-exporter/"
+            "blobshift.prom); replaced whole every --metrics-interval seconds and at the end",
+        )
+        p.add_argument(
+            "--metrics-interval",
+            type=_positive_float,
+            default=WRITE_INTERVAL,
+            metavar="SECONDS",
+            help=f"seconds between writes of --metrics-file (default {WRITE_INTERVAL:g})",
+        )
         return p
 
     m = add(
@@ -191,10 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=CopyOptions().multipart_threshold,
         metavar="SIZE",
-        help="copy objects above SIZE in parts (default 8M, what a proxy with a 9M body "
-        "limit admits; 200M saves hashing a store reached directly, and a PUT refused as "
-        "too large is copied again in parts); smaller ones go in one PUT, streamed when "
-        "over 1M",
+        help="copy objects above SIZE in parts (default 200M, as rclone); smaller ones go "
+        "in one PUT, streamed when over 1M. Behind a body limit (a proxy's 9M), the first "
+        "PUT refused as too large goes again in parts and so does every object as large "
+        "for the rest of the run; 8M avoids even that one refusal",
     )
     m.add_argument(
         "--part-size",
@@ -238,7 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="current manifest: a logged key absent from it is 'Not referenced'",
     )
-    c.add_argument("--json", type=Path, metavar="FILE", help="also write the counts as JSON")
+    c.add_argument(
+        "--json-file",
+        type=Path,
+        metavar="FILE",
+        help="also write the summary (the document of --json) to FILE",
+    )
     c.add_argument(
         "--skip-malformed",
         action="store_true",
@@ -262,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also compare content type, encoding, disposition, cache control and user "
         "metadata (one HEAD per side and blob)",
     )
-    v.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    v.add_argument(
+        "--report",
+        "--json-file",
+        dest="json_file",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON report (the document of --json) here",
+    )
     v.add_argument("--prefix", default="")
     v.add_argument("--num-workers", type=_positive_int, default=8)
     v.add_argument(
@@ -271,6 +329,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="keys the operator accepts as lost (listed in the report)",
     )
+    for p in (m, c, v):
+        p.add_argument("--json", action="store_true", help=JSON_HELP)
+    m.add_argument(
+        "--json-file",
+        type=Path,
+        metavar="FILE",
+        help="also write the summary (the document of --json) to FILE",
+    )
+
+    st = sub.add_parser(
+        "status",
+        help="where a backfill stands, from its run files",
+        description="where a backfill stands, per shard, from the run files in its log dir",
+        epilog=STATUS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    st.add_argument(
+        "--log-dir", type=Path, required=True, help="the backfill's --log-dir (read only)"
+    )
+    st.add_argument(
+        "--shard", type=_shard, metavar="I/N", help="only this shard (default: every one found)"
+    )
+    st.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    st.add_argument(
+        "--stale-after",
+        type=_positive_float,
+        default=STALE_AFTER,
+        metavar="SECONDS",
+        help="a running shard whose status file is older is flagged stale "
+        f"(default {STALE_AFTER:g}; a backfill rewrites it every few seconds)",
+    )
+    add_readiness_parser(sub)
     return parser
 
 
@@ -282,9 +372,16 @@ def _must_be_file(path: Path, what: str) -> None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
+    if args.metrics_file is not None and (why := check_metrics_path(args.metrics_file)):
+        raise SettingsError(why)
     if getattr(args, "keys_from", None) is not None:
         _must_be_file(args.keys_from, "--keys-from")
     for log in getattr(args, "logs", None) or []:
+        if args.json and log.suffix == ".json":  # the former `--json FILE`: never read it
+            raise SettingsError(
+                f"log {log} is a .json file, not a backfill log: --json takes no FILE (it "
+                f"prints the summary on stdout); write it to a file with --json-file {log}"
+            )
         _must_be_file(log, "log")
         if not args.skip_malformed:
             validate_log(log)
@@ -319,8 +416,13 @@ async def _migrate(args: argparse.Namespace, out: Output) -> int:
         progress_interval=args.progress_interval,
         reverse=args.reverse,
         log_unfaithful_keys=args.log_unfaithful_keys,
+        metrics_file=args.metrics_file,
+        metrics_interval=args.metrics_interval,
     )
     result = await Backfill(settings, options, out).run()
+    if args.json or args.json_file:
+        doc = backfill_document(result, args.dry_run)
+        emit(doc, stdout=args.json, path=args.json_file)
     return result.exit_code
 
 
@@ -333,9 +435,12 @@ async def _check(args: argparse.Namespace, out: Output) -> int:
         num_workers=args.num_workers,
         keys_from=args.keys_from,
         out=out,
+        metrics_file=args.metrics_file,
+        metrics_interval=args.metrics_interval,
     )
-    if args.json:
-        args.json.write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    if args.json or args.json_file:
+        doc = {"command": "check-blob-logs", "exit_code": result.exit_code, **result.as_dict()}
+        emit(doc, stdout=args.json, path=args.json_file)
     return result.exit_code
 
 
@@ -350,13 +455,33 @@ async def _verify(args: argparse.Namespace, out: Output) -> int:
         num_workers=args.num_workers,
         accept=accept,
         out=out,
+        metrics_file=args.metrics_file,
+        metrics_interval=args.metrics_interval,
     )
     for line in summarize(report):
         out.line(line)
-    if args.report:
-        write_report(report, args.report, settings)
-        out.line(f"report: {args.report}")
-    return EXIT_OK if report.clean else EXIT_INCOMPLETE
+    code = EXIT_OK if report.clean else EXIT_INCOMPLETE
+    if args.json or args.json_file:
+        doc = {"command": "verify", "exit_code": code, **report_document(report, settings)}
+        emit(doc, stdout=args.json, path=args.json_file)
+        if args.json_file:
+            out.line(f"report: {args.json_file}")
+    return code
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Reads run files only: no settings, no stores, no metrics."""
+    try:
+        doc = collect(args.log_dir, args.shard, args.stale_after)
+    except StatusInputError as exc:
+        print(f"blobshift: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        emit(doc, stdout=True, path=None)
+    else:
+        print("\n".join(render(doc)), flush=True)
+    code: int = doc["exit_code"]
+    return code
 
 
 COMMANDS = {"migrate-backend": _migrate, "check-blob-logs": _check, "verify": _verify}
@@ -364,7 +489,12 @@ COMMANDS = {"migrate-backend": _migrate, "check-blob-logs": _check, "verify": _v
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Output()
+    if args.command == "readiness":  # reads a log only: no settings, stores or metrics
+        return run_readiness(args)
+    if args.command == "status":
+        return _status(args)
+    # With --json, stdout holds the summary document alone.
+    out = Output(sys.stderr if getattr(args, "json", False) else None)
     err = sys.stderr
     try:
         _check_paths(args)

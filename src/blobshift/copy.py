@@ -4,10 +4,14 @@ Every PUT carries a Content-MD5 the new store checks the body against, in one of
 
 - small objects (up to STREAM_MIN): one GET read whole, its MD5 computed here and compared
   with the source's ETag, one PUT;
-- larger objects up to the multipart threshold whose source ETag is an MD5: the GET body is
+- larger objects up to the multipart threshold (200M, rclone's upload cutoff) whose source
+  ETag is an MD5: the GET body is
   streamed straight into one PUT whose Content-MD5 is that ETag, so the new store checks
   the bytes end to end against the source's own checksum, and nothing is hashed or held
-  here (rclone's way for single-part uploads);
+  here (rclone's way for single-part uploads). A store behind a body limit (the proxy's
+  9M) answers such a PUT 413: that object goes again in parts, and so does every object
+  of that size or more for the rest of the run (`Limits.refused_put_size`), so the
+  default costs one refused request per run there, and nothing elsewhere;
 - the rest (above the threshold, or a source ETag that is no MD5 and more than one part):
   a multipart upload, part by part, each part's MD5 computed here (in a thread); memory
   per copy is one part, and at most `Limits.large_copies` such copies run at once.
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,8 +30,9 @@ from blobshift.s3.client import NotFound, S3Client, S3Error, is_plain_md5, objec
 from blobshift.s3.http import BodyStream, Response
 
 MIB = 1024 * 1024
-# boto3's own defaults, and what the original proxy admits per request (9M body limit).
-DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
+# rclone's upload cutoff: one streamed, end-to-end checked PUT is the cheapest copy up to
+# there. Parts are boto3's size, and what the original proxy admits per request (9M).
+DEFAULT_MULTIPART_THRESHOLD = 200 * MIB
 DEFAULT_PART_SIZE = 8 * MIB
 # Up to this size a body is read whole and hashed here; above it, streamed.
 STREAM_MIN = 1 * MIB
@@ -57,11 +61,13 @@ def _md5_b64(data: bytes) -> tuple[str, str]:
     return base64.b64encode(digest).decode(), digest.hex()
 
 
-def _multipart(size: int, etag: str | None, options: CopyOptions) -> bool:
+def _multipart(size: int, etag: str | None, options: CopyOptions, limits: Limits) -> bool:
     """Whether an object of this size and source ETag (None: not known yet) is uploaded
     in parts."""
     if size > options.multipart_threshold:
         return True
+    if limits.refused_put_size is not None and size >= limits.refused_put_size:
+        return size > options.part_size
     return size > STREAM_MIN and etag is not None and not is_plain_md5(etag)
 
 
@@ -81,16 +87,17 @@ async def copy_object(
     of workers. Without hints, the GET's headers decide.
 
     A single PUT the new store refuses as too large (413, EntityTooLarge: a proxy's body
-    limit below the multipart threshold, e.g. --multipart-threshold 200M behind nginx's
-    9M) is copied again in parts, when parts are smaller than what was refused.
+    limit below the multipart threshold, e.g. the default 200M behind nginx's 9M) is
+    copied again in parts, when parts are smaller than what was refused; the run
+    remembers that size (see the module's docstring).
     """
     try:
         return await _copy_object(old, new, key, limits, options, size_hint, etag_hint)
     except _TooLargeForOnePut as exc:
         if exc.size <= options.part_size:
             raise exc.error from None
-        in_parts = dataclasses.replace(options, multipart_threshold=options.part_size)
-        return await _copy_object(old, new, key, limits, in_parts, exc.size, None)
+        limits.refuse_single_put(exc.size)
+        return await _copy_object(old, new, key, limits, options, exc.size, None)
 
 
 class _TooLargeForOnePut(Exception):
@@ -110,7 +117,7 @@ async def _copy_object(
     etag_hint: str | None,
 ) -> int:
     copied: int | None
-    if size_hint is not None and _multipart(size_hint, etag_hint, options):
+    if size_hint is not None and _multipart(size_hint, etag_hint, options, limits):
         async with limits.large_copies:
             copied = await _copy(old, new, key, limits, options, slot_held=True)
     else:
@@ -137,7 +144,7 @@ async def _copy(
         size = int(resp.headers.get("content-length", "0"))
         source_etag = resp.headers.get("etag", "").strip('"')
         headers = object_headers(resp.headers)
-        if _multipart(size, source_etag, options):
+        if _multipart(size, source_etag, options, limits):
             # Not waiting for a slot with the GET open: an idle response times out.
             if not slot_held:
                 return None

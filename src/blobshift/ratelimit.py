@@ -76,6 +76,13 @@ class Limits:
         self._bw = TokenBucket(bwlimit) if bwlimit else None
         self.large_copies = asyncio.Semaphore(large_copies)
         self.part_buffers = PartBuffers(keep=large_copies)
+        # The smallest single PUT the new store refused as too large (a proxy's body
+        # limit, 413): from then on, objects that big go in parts without trying.
+        self.refused_put_size: int | None = None
+
+    def refuse_single_put(self, size: int) -> None:
+        if self.refused_put_size is None or size < self.refused_put_size:
+            self.refused_put_size = size
 
     async def request(self) -> None:
         if self._rps is not None:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from blobshift.s3.client import S3Client, S3Error
+from blobshift.s3.client import S3Client, S3Error, user_agent
 from blobshift.s3.http import HTTPError
 from blobshift.settings import BlobSettings, StoreSettings
 
@@ -20,12 +20,14 @@ class StoreError(Exception):
 
 @asynccontextmanager
 async def open_stores(
-    settings: BlobSettings, workers: int
+    settings: BlobSettings, workers: int, command: str
 ) -> AsyncIterator[tuple[S3Client, S3Client]]:
+    """Both stores' clients; `command` goes into their User-Agent."""
     assert settings.old is not None
     size = workers + EXTRA_CONNECTIONS
-    old = S3Client(settings.old, max_connections=size)
-    new = S3Client(settings.new, max_connections=size)
+    agent = user_agent(command)
+    old = S3Client(settings.old, max_connections=size, user_agent=agent)
+    new = S3Client(settings.new, max_connections=size, user_agent=agent)
     try:
         yield old, new
     finally:

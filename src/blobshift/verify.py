@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blobshift.merge import merge_listings
+from blobshift.metrics import UNSHARDED, WRITE_INTERVAL, RunMetrics, Snapshot, published
 from blobshift.progress import Output, Progress
 from blobshift.runfiles import utc_iso, write_json_atomic
-from blobshift.s3.client import ObjectInfo, RetryPolicy, is_plain_md5
+from blobshift.s3.client import ObjectInfo, RetryPolicy, S3Client, is_plain_md5
 from blobshift.settings import BlobSettings
 from blobshift.stores import open_stores, preflight
 
@@ -74,12 +76,30 @@ async def verify(
     num_workers: int = 8,
     accept: set[str] | None = None,
     out: Output | None = None,
+    metrics_file: Path | None = None,
+    metrics_interval: float = WRITE_INTERVAL,
 ) -> VerifyReport:
     out = out or Output()
     report = VerifyReport(checksum=checksum, metadata=metadata)
     started = time.monotonic()
     retry = RetryPolicy(attempts=5)
-    async with open_stores(settings, num_workers) as (old, new):
+    clients: list[S3Client] = []
+    metrics = (
+        None
+        if metrics_file is None
+        else RunMetrics(
+            metrics_file,
+            "verify",
+            UNSHARDED,
+            lambda: _snapshot(report, clients),
+            interval=metrics_interval,
+            out=out,
+        )
+    )
+    async with published(metrics), open_stores(settings, num_workers, "verify") as (old, new):
+        clients += (old, new)
+        if metrics is not None:
+            metrics.observe(old, new)
         await preflight(old, new, settings_path=settings.path)
         sem = asyncio.Semaphore(num_workers)
         pending: set[asyncio.Task[None]] = set()
@@ -157,15 +177,33 @@ async def verify(
                 report.missing.append(o.key)
         if pending:
             await asyncio.gather(*pending)
-    if accept:
-        report.accepted = sorted(k for k in report.missing if k in accept)
-        report.missing = [k for k in report.missing if k not in accept]
-    for name in PROBLEMS:
-        keys = getattr(report, name)
-        keys.sort()  # concurrent comparisons end in any order
-        del keys[MAX_KEYS_IN_REPORT:]
-    report.elapsed = round(time.monotonic() - started, 2)
+        # Inside the block: the metrics' final write comes after these.
+        if accept:
+            report.accepted = sorted(k for k in report.missing if k in accept)
+            report.missing = [k for k in report.missing if k not in accept]
+        for name in PROBLEMS:
+            keys = getattr(report, name)
+            keys.sort()  # concurrent comparisons end in any order
+            del keys[MAX_KEYS_IN_REPORT:]
+        report.elapsed = round(time.monotonic() - started, 2)
     return report
+
+
+def _snapshot(report: VerifyReport, clients: list[S3Client]) -> Snapshot:
+    """The report's counts so far, for the metrics file."""
+    checked = {
+        "matched": report.matched,
+        "matched_by_content": report.matched_by_content,
+        "size_only": report.size_only,
+        "extra_in_new": report.extra_in_new,
+        "deleted_during_pass": report.deleted_during_pass,
+        "accepted": len(report.accepted),
+    }
+    checked.update((name, len(getattr(report, name))) for name in PROBLEMS)
+    retries: Counter[str] = Counter()
+    for client in clients:
+        retries.update(client.retry_causes)
+    return Snapshot(listed=report.old_objects, checked=checked, retries=retries)
 
 
 def same_metadata(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
@@ -198,13 +236,18 @@ def summarize(report: VerifyReport) -> list[str]:
     return lines
 
 
-def write_report(report: VerifyReport, path: Path, settings: BlobSettings) -> None:
+def report_document(report: VerifyReport, settings: BlobSettings) -> dict[str, Any]:
+    """The JSON report: the file of --report / --json-file, and what --json prints."""
     data = report.as_dict()
     data["generated"] = utc_iso()
     data["old"] = settings.old.describe() if settings.old else None
     data["new"] = settings.new.describe()
+    return data
+
+
+def write_report(report: VerifyReport, path: Path, settings: BlobSettings) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
+    write_json_atomic(path, report_document(report, settings))
 
 
 def load_accept_list(path: Path) -> set[str]:

@@ -107,6 +107,8 @@ class Inventory:
             # SeaweedFS fails the key probe for "a//b" and "x/": log such keys (as the lab).
             "blob_migration_log_unfaithful_keys": True,
             "blob_migration_min_free_mb": 10,
+            # Not this machine's node_exporter directory: the tests write no metrics there.
+            "blob_migration_textfile_dir": str(self.root / "no-textfile-dir"),
             "blobshift_engine_venv": str(self.engine_venv),
             "blobshift_engine_python": sys.executable,
             "blobshift_engine_build_dir": str(self.engine_venv.parent / "wheels"),

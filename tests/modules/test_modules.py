@@ -362,3 +362,28 @@ def test_blob_migration_bad_manifest_is_bad_input(capsys, tmp_path, settings_fil
     )
     assert result["failed"] and result["exit_code"] == 2
     assert f"{manifest}:2" in result["msg"] and "nothing was changed" in result["msg"]
+
+
+def test_metrics_file_is_passed_to_the_engine(capsys, tmp_path, servers, buckets, settings_file):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seed(servers[0], buckets[0], random_blobs(12, 256))
+    args = {"settings": str(settings_file), "log_dir": str(tmp_path / "logs")}
+    prom = tmp_path / "blobshift_migrate_backend_shard0of1.prom"
+    dry = run_module("blob_migration", {**args, "metrics_file": str(prom)}, capsys, check_mode=True)
+    assert dry["would_copy"] == 12 and not prom.exists()  # check mode writes no metrics
+    done = run_module("blob_migration", {**args, "metrics_file": str(prom)}, capsys)
+    samples = {
+        s.name: s
+        for family in text_string_to_metric_families(prom.read_text())
+        for s in family.samples
+    }
+    copied = samples["blobshift_objects_copied_total"]
+    assert copied.value == done["counts"]["copied"] == 12
+    assert copied.labels["command"] == "migrate-backend" and copied.labels["shard"] == "0/1"
+    bad = run_module(
+        "blob_migration_verify",
+        {"settings": str(settings_file), "metrics_file": str(tmp_path)},
+        capsys,
+    )
+    assert bad["failed"] and "is a directory" in bad["msg"]

@@ -262,6 +262,32 @@ def test_detached_start_refused_by_its_preflight_is_reported_failed(inventory, t
     assert all("--log-unfaithful-keys" in s["msg"] for s in shards.values()), shards
 
 
+def test_the_flip_refuses_while_a_backfill_shard_runs(inventory, servers, buckets, tmp_path):
+    old, _ = servers
+    seed(old, buckets[0], random_blobs(200, 256))
+    inventory.extra = {"blob_migration_max_rps": 2, "blob_migration_chunk_size": 10}
+    inventory.write()
+    play_ok(inventory, "run_blob_migration.yml", "-e", "blob_migration_wait=false")
+    pids = [read_status(inventory, h, s)["pid"] for h, s in (("dm1", "0/2"), ("dm2", "1/2"))]
+    try:
+        result = inventory.play("phase4_flip.yml", "-e", "confirm=modtest")
+        assert result.returncode != 0, show(result)
+        text = " ".join(result.stdout.split())
+        for host, shard, pid in (("dm1", "0/2", pids[0]), ("dm2", "1/2", pids[1])):
+            assert (
+                f"{host}: still running in {inventory.log_dir(host)}: backfill shard "
+                f"{shard} (pid {pid})" in text
+            ), text[-3000:]
+        assert "TASK [Compare every blob" not in result.stdout  # refused before verify
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+    for host, shard in (("dm1", "0/2"), ("dm2", "1/2")):
+        wait_for(
+            lambda h=host, s=shard: read_status(inventory, h, s).get("state") == "stopped", 20, host
+        )
+
+
 def test_check_logs_migrate_and_verify_gate(inventory, servers, buckets, tmp_path):
     old, new = servers
     blobs = random_blobs(80, 256)

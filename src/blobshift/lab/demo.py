@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 status["log"],
                 "--keys-from",
                 str(current),
-                "--json",
+                "--json-file",
                 str(check_json),
             ]
         )

@@ -30,8 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from blobshift.envedit import Inventory, set_nested, write_atomic
 from blobshift.lab.audit import expected_blobs, missing_or_different
+from blobshift.lab.backfill_samples import BackfillSampler
+from blobshift.lab.report_html import write_beside
+from blobshift.readiness import VERDICT_FALLBACKS, VERDICT_READY, judge, parse_window
 from blobshift.runfiles import utc_iso
 from blobshift.settings import StoreSettings, load_settings
 
@@ -285,20 +290,59 @@ def phase1(rb: Runbook, *, drill: bool = False) -> None:
         rb.play("phase 1 again", "phase1_send_writes_to_new.yml", *external)
 
 
+def readiness_source(rb: Runbook) -> tuple[Path, float]:
+    """The lab proxy's store log and the flip's readiness window, from the environment
+    (nginx_proxy_store_log, blob_migration_readiness_window)."""
+    public = yaml.safe_load((rb.out / "environments" / "local" / "public.yml").read_text())
+    window = parse_window(str(public["blob_migration_readiness_window"]))
+    return Path(public["nginx_proxy_store_log"]), window
+
+
+def readiness(rb: Runbook, window: float | None = None) -> dict[str, Any]:
+    """The readiness verdict over `window` seconds (default: the environment's window)."""
+    log, default = readiness_source(rb)
+    return judge([log], default if window is None else window).as_dict()
+
+
+def wait_ready(rb: Runbook, report: dict[str, Any], key: str) -> None:
+    """Wait until the app's reads of the last window no longer need the old store, as the
+    flip's gate requires (external target: the app reads that store directly, so the proxy
+    only sees fallbacks, and "none" is the verdict to wait for)."""
+    started = time.monotonic()
+
+    def ready() -> dict[str, Any] | None:
+        r = readiness(rb)
+        ok = r["verdict"] == VERDICT_READY or (
+            rb.target == "external" and r["verdict"] != VERDICT_FALLBACKS
+        )
+        return r if ok else None
+
+    _, window = readiness_source(rb)
+    result = wait_until(ready, 3 * window + 60, "the app's reads to stop needing the old store", 1)
+    report[key] = {**result, "waited_s": round(time.monotonic() - started, 1)}
+
+
 def phase2(
     rb: Runbook, report: dict[str, Any], *extra: str, title: str = "phase 2: backfill"
 ) -> None:
     rb.phase("phase2")
+    started = time.monotonic()
     summary = rb.out / "backfill-summary.json"
-    rb.play(
-        title,
-        "phase2_backfill.yml",
-        "-e",
-        f"blob_migration_summary_file={summary}",
-        *POLL,
-        *extra,
-    )
+    # The backfill's progress over time (its status files), for the report's rate chart.
+    with BackfillSampler(LOG_DIR) as sampler:
+        rb.play(
+            title,
+            "phase2_backfill.yml",
+            "-e",
+            f"blob_migration_summary_file={summary}",
+            *POLL,
+            *extra,
+        )
     report["backfill"] = read_json(summary)
+    report["backfill_samples"] = sampler.samples
+    report["backfill_logged"] = sampler.logged()
+    # Over the backfill: the app's reads of blobs not yet copied fell back to the old store.
+    report["readiness_during_backfill"] = readiness(rb, time.monotonic() - started + 1)
 
 
 def phase3(rb: Runbook, report: dict[str, Any]) -> None:
@@ -320,6 +364,7 @@ def phase3(rb: Runbook, report: dict[str, Any]) -> None:
 def phase4(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
     rb.phase("phase4")
     verify_report = LOG_DIR / "verify-report-demo.json"
+    wait_ready(rb, report, "readiness_before_flip")
     rb.play(
         "phase 4: verify, then flip",
         "phase4_flip.yml",
@@ -335,6 +380,8 @@ def phase4(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
         # (here, the app's own ledger) lists them as accepted, and the report keeps them.
         accepted = rb.out / "accepted-as-deleted.txt"
         accepted.write_text("".join(k + "\n" for k in deleted_by_app(APP_DIR)))
+        # Reads of the flipped time went to the main site, which then was the new store's.
+        wait_ready(rb, report, "readiness_before_flip_again")
         rb.play(
             "phase 4 again",
             "phase4_flip.yml",
@@ -492,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(line)
     print("result: " + ("every blob arrived intact, no app request failed" if ok else "FAILED"))
+    print(f"report page: {write_beside(report, path)}")
     print(f"report: {path}")
     return 0 if ok else 1
 

@@ -11,12 +11,15 @@ import asyncio
 import hashlib
 import random
 import ssl
+import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
+from blobshift import __version__
 from blobshift.s3.http import MAX_ERROR_BODY, BodyStream, HTTPError, Pool, Response
 from blobshift.s3.signing import SigV2Signer, SigV4Signer
 from blobshift.settings import StoreSettings
@@ -29,6 +32,15 @@ RETRY_CODES = frozenset(
 )
 # A 1000-key listing page of long, URL-encoded keys stays well under this.
 MAX_LISTING_PAGE = 16 * 1024 * 1024
+
+
+def user_agent(command: str) -> str:
+    """The engine's User-Agent: names blobshift and the command, so that the proxy's store
+    log tells the engine's reads from the app's (blobshift.readiness)."""
+    return f"blobshift/{__version__} ({command})"
+
+
+DEFAULT_USER_AGENT = user_agent("engine")
 # Headers that describe the object and must survive the copy.
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control")
 
@@ -102,6 +114,23 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, HTTPError | TimeoutError | ConnectionError)
 
 
+def retry_cause(exc: BaseException) -> str:
+    """Why a retryable error was retried, as one word of a small, fixed set (a metric
+    label): the S3 error code when it is a known retryable one, else the HTTP status, else
+    the kind of transport failure."""
+    if isinstance(exc, SigningRuleChanged):
+        return "SigningRuleChanged"
+    if isinstance(exc, S3Error):
+        if exc.code in RETRY_CODES or exc.code in ("BadListing", "IntegrityError"):
+            return exc.code
+        return f"HTTP{exc.status}" if exc.status in RETRY_STATUS else "other"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):  # HTTPError too: refused, reset, timed out, garbled
+        return "connection"
+    return "other"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, a bounded number of attempts."""
@@ -157,10 +186,16 @@ class S3Client:
         *,
         max_connections: int | None = None,
         retry: RetryPolicy | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
     ) -> None:
         self.store = store
+        self.user_agent = user_agent
         self.retry = retry or RetryPolicy()
-        self.retries = 0  # requests retried by this client, for the run's counts
+        # Requests retried by this client, by cause, for the run's counts and metrics.
+        self.retry_causes: Counter[str] = Counter()
+        # Called with (operation, seconds) after each request's answer (or failure), for
+        # the run's latency metrics; operation is the method, or LIST for a listing.
+        self.on_request: Callable[[str, float], None] | None = None
         url = urlsplit(store.url)
         tls = _tls_context(store.verify) if url.scheme == "https" else None
         port = url.port or (443 if tls else 80)
@@ -189,8 +224,12 @@ class S3Client:
     def __repr__(self) -> str:
         return f"S3Client({self.store.describe()})"
 
-    def _retried(self, _: BaseException) -> None:
-        self.retries += 1
+    @property
+    def retries(self) -> int:
+        return sum(self.retry_causes.values())
+
+    def _retried(self, exc: BaseException) -> None:
+        self.retry_causes[retry_cause(exc)] += 1
 
     def close(self) -> None:
         self.pool.close()
@@ -225,7 +264,13 @@ class S3Client:
         """One signed request; raises S3Error (NotFound on 404) for error statuses."""
         what = what or f"{method} {key or self.store.bucket}"
         target, hdrs = self.prepare(method, key, query=query, headers=headers)
-        resp = await self.pool.request(method, target, hdrs, body)
+        started = time.monotonic()
+        try:
+            resp = await self.pool.request(method, target, hdrs, body)
+        finally:
+            if self.on_request is not None:
+                op = "LIST" if key is None and method == "GET" else method
+                self.on_request(op, time.monotonic() - started)
         if resp.status >= 300:
             data = b"" if method == "HEAD" else await resp.read(limit=MAX_ERROR_BODY)
             resp.release()
@@ -259,7 +304,8 @@ class S3Client:
         """
         wire, signed = self._paths(key)
         q = [(k, quote(v, safe="-_.~")) for k, v in (query or [])]
-        hdrs = {"Host": self.host_header}
+        # Not signed (neither signer signs User-Agent): a proxy may rewrite it.
+        hdrs = {"Host": self.host_header, "User-Agent": self.user_agent}
         if headers:
             hdrs.update(headers)
         self.signer.sign(method, signed, q, hdrs)

@@ -1,0 +1,1 @@
+../src/blobshift/runstate.py
