@@ -231,6 +231,31 @@ def test_failed_run_shows_failed(recorded, tmp_path):
     assert "seed/lost one" in page.read_text()
 
 
+def test_readiness_over_the_backfill_and_before_the_flip(recorded):
+    report = copy.deepcopy(recorded)
+    base = {"window": 20.0, "own_reads": 7}
+    report["readiness_during_backfill"] = {
+        **base,
+        "verdict": "fallbacks",
+        "app_reads": 50,
+        "fallbacks": 12,
+        "fallback_examples": ["blobdb/seed/<1>"],
+    }
+    report["readiness_before_flip"] = {
+        **base,
+        "verdict": "ready",
+        "app_reads": 40,
+        "fallbacks": 0,
+        "fallback_examples": [],
+    }
+    page = render(report)
+    assert "Flip readiness" in page
+    assert '<td>over the backfill</td><td><span class="tag bad">fallbacks</span></td>' in page
+    assert '<td>before the flip</td><td><span class="tag ok">ready</span></td>' in page
+    assert "blobdb/seed/&lt;1&gt;" in page and "<1>" not in page
+    assert "Flip readiness" not in render(recorded)  # an older report has none
+
+
 def test_every_string_is_escaped(recorded):
     """Keys, errors, step titles and phase names from the report cannot inject markup."""
     report = copy.deepcopy(recorded)

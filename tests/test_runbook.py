@@ -263,6 +263,7 @@ def assert_runbook_passed(report: dict, code: int, out: str, blobs: int, tmp_pat
     before = report["readiness_before_flip"]
     assert before["fallbacks"] == 0, before
     assert before["verdict"] == ("ready" if before["app_reads"] else "no_app_reads")
+    assert "Flip readiness" in text
 
 
 def assert_no_secrets(

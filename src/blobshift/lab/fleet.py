@@ -10,9 +10,9 @@ container with its own root filesystem, hostname and address on an internal netw
 10.89.7.1), nothing else. Ansible reaches them as `deploy` (passwordless sudo) with the
 lab's own key: `ansible -i inventories/fleet all -m ping`.
 
-The image is built from lab/fleet/ (Containerfile, sshd and unit files) over a debootstrap
+The image is built from containers/fleet/ (Containerfile, sshd and unit files) over a debootstrap
 minbase image; both are tagged with a hash of their inputs, so `up` reuses them until an
-input changes. Podman runs with lab/fleet/containers.conf (CONTAINERS_CONF): the machine's
+input changes. Podman runs with containers/fleet/containers.conf (CONTAINERS_CONF): the machine's
 own configuration is not touched. The state dir (build/fleet/, not committed) holds the
 deploy key, the hosts' SSH keys as collected from the containers (known_hosts) and an
 ssh_config with StrictHostKeyChecking on: `ssh -F build/fleet/ssh_config web1`.
@@ -36,7 +36,7 @@ from pathlib import Path
 # Not imported from blobshift.lab.runbook: the fleet driver needs none of the runbook's
 # dependencies (which pull in the engine and the reports).
 REPO = Path(__file__).resolve().parents[3]
-FILES = REPO / "lab" / "fleet"
+FILES = REPO / "containers" / "fleet"
 STATE = REPO / "build" / "fleet"
 NETWORK = "blobshift-fleet"
 SUBNET = "10.89.7.0/24"

@@ -462,6 +462,43 @@ def checks_section(report: dict[str, Any]) -> str:
     if isinstance(before, dict):
         out.append('<p class="note">Before the rollback drill:</p>')
         out.append(verify_table(before).replace('id="verify-verdict"', ""))
+    readiness = [
+        (label, report[key])
+        for key, label in (
+            ("readiness_during_backfill", "over the backfill"),
+            ("readiness_before_flip", "before the flip"),
+            ("readiness_before_flip_again", "before the flip again (after the rollback)"),
+        )
+        if isinstance(report.get(key), dict)
+    ]
+    if readiness:
+        out.append("<h3>Flip readiness: app reads the old store answered (proxy store log)</h3>")
+        out.append(
+            table(
+                [
+                    "When",
+                    "Verdict",
+                    "Window",
+                    "App reads",
+                    "Fallbacks",
+                    "Engine reads",
+                    "e.g.",
+                ],
+                [
+                    [
+                        e(label),
+                        tag(r.get("verdict") == "ready", "ready", str(r.get("verdict", "?"))),
+                        e(clock(float(r.get("window") or 0))),
+                        num(r.get("app_reads")),
+                        num(r.get("fallbacks")),
+                        num(r.get("own_reads")),
+                        e(", ".join(r.get("fallback_examples") or [])[:120]),
+                    ]
+                    for label, r in readiness
+                ],
+                num_cols=(3, 4, 5),
+            )
+        )
     a = report.get("audit") or {}
     missing = a.get("missing_in_new_store")
     through = a.get("missing_through_app_settings")
