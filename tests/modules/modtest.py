@@ -73,6 +73,10 @@ class Inventory:
     def log_dir(self, host: str) -> Path:
         return self.root / f"logs-{host}"
 
+    @property
+    def fetch_dir(self) -> Path:
+        return self.root / "controller-runs"
+
     def write(self) -> None:
         inv = self.path
         (inv / "group_vars").mkdir(parents=True, exist_ok=True)
@@ -109,6 +113,8 @@ class Inventory:
             "blob_migration_min_free_mb": 10,
             # Not this machine's node_exporter directory: the tests write no metrics there.
             "blob_migration_textfile_dir": str(self.root / "no-textfile-dir"),
+            # The controller's copies of the hosts' run files and reports.
+            "blobshift_fetch_dir": str(self.fetch_dir),
             "blobshift_engine_venv": str(self.engine_venv),
             "blobshift_engine_python": sys.executable,
             "blobshift_engine_build_dir": str(self.engine_venv.parent / "wheels"),

@@ -298,6 +298,13 @@ def test_check_logs_migrate_and_verify_gate(inventory, servers, buckets, tmp_pat
     reports = list(inventory.log_dir("dm1").glob("verify-report-*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["clean"] is True
     assert f"report: {reports[0]}" in verified.stdout
+    # The controller keeps a copy, and so it does of each shard's run files and logs.
+    fetched = inventory.fetch_dir / "dm1" / reports[0].name
+    assert fetched.read_bytes() == reports[0].read_bytes()
+    assert f"report on the controller: {fetched}" in verified.stdout
+    for host, shard in (("dm1", "0of2"), ("dm2", "1of2")):
+        status = inventory.fetch_dir / host / f"migrate_backend-shard{shard}-status.json"
+        assert json.loads(status.read_text())["state"] == "finished"
 
     # Three blobs the backfill "could not copy": gone from new, logged in shard 0's last log.
     lost = sorted(blobs)[:3]
