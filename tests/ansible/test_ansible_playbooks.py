@@ -484,6 +484,17 @@ def test_check_mode_changes_nothing_and_diff_shows_the_site(lab_env):
     assert not listening(TEMP_PORT, False, timeout=0)
 
 
+def test_the_proxy_reaches_a_node_on_its_s3_address_not_its_ssh_address(lab_env):
+    """A cluster node Ansible reaches on one address serves S3 on another (a storage
+    network): the upstream is its s3_address; without one, its ansible_host."""
+    converge(lab_env)
+    lab_env.riakcs = [OLD_NODE.replace("s3_port=", "s3_address=127.0.0.9 s3_port=")]
+    lab_env.write()
+    result = ok(lab_env.play("deploy_proxy.yml", "--check", "--diff"))
+    assert "+    server 127.0.0.9:19600;" in result.stdout
+    assert "-    server 127.0.0.2:19600;" in result.stdout
+
+
 @pytest.mark.reliability(
     "A proxy setting nginx rejects: the previous sites are restored and nginx is not reloaded",
     group="Bad input",

@@ -241,6 +241,7 @@ LAB_PASSWORD_USERS = (
     "environments/README.md",
     "environments/vault-password.sh",
     "environments/local/",
+    "environments/fleet/",  # the fleet lab's environment, a lab one too
     "molecule/",
     "tests/",
     "src/blobshift/lab/",
