@@ -38,7 +38,7 @@ VAULT_PASSWORD = LOCAL_ENV / "LAB-ONLY-vault-password.txt"
 HOLD_SECRETS = {
     "credentials.json",
     "identities.json",
-    "localsettings.py",
+    "blobshift_settings.py",
     "rollback-localsettings.py",
     VAULT_PASSWORD.name,
 }

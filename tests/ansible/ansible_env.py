@@ -61,7 +61,13 @@ class Env:
 
     @property
     def settings(self) -> Path:
+        """The app's own settings file, which includes the blob store settings."""
         return self.lab_root / "app" / "localsettings.py"
+
+    @property
+    def blob_settings(self) -> Path:
+        """The blob store settings (both stores' secrets), roles/localsettings renders."""
+        return self.settings.with_name("blobshift_settings.py")
 
     @property
     def sites(self) -> Path:

@@ -29,6 +29,8 @@ from ansible_env import (
     error_line,
 )
 
+from blobshift.settings import load_settings
+
 PLAYBOOKS = ("deploy_proxy.yml", "update_config.yml")
 
 
@@ -531,16 +533,16 @@ def test_secrets_never_in_output(lab_env, evidence):
     runs += [(pb, ("-vvv", "--diff")) for pb in PLAYBOOKS]
     results = [ok(lab_env.play(pb, *args)) for pb, args in runs]
     text = "".join(r.stdout + r.stderr for r in results)
-    assert "Render localsettings.py" in text and "ESTABLISH LOCAL CONNECTION" in text  # -vvv
+    assert "Render the blob store settings" in text and "ESTABLISH LOCAL CONNECTION" in text
     assert "+    listen 127.0.0.1:" in text  # the --diff of the new site was shown
     # The secrets were in play: the rendered settings hold every one of them.
-    settings = lab_env.settings.read_text()
+    settings = lab_env.blob_settings.read_text()
     assert all(value in settings for value in SECRETS.values())
     files = [p for p in lab_env.sites.rglob("*") if p.is_file() and p.suffix != ".pid"]
     scanned = text + "".join(p.read_text(errors="replace") for p in files)
     found = {name: scanned.count(value) for name, value in SECRETS.items() if value in scanned}
     assert found == {}
-    mode = lab_env.settings.stat().st_mode & 0o777
+    mode = lab_env.blob_settings.stat().st_mode & 0o777
     assert mode == 0o640
     assert (lab_env.lab_root / "app/restarts.log").read_text().count("reloaded") == 2
     evidence["runs scanned"] = len(runs)
@@ -635,3 +637,39 @@ def test_update_config_stops_the_rollout_at_a_batch_whose_app_fails_its_health_c
     assert (app / "web1" / "localsettings.py").exists()
     assert (app / "web2" / "localsettings.py").exists()
     assert not (app / "web3" / "localsettings.py").exists()
+
+
+def test_the_app_keeps_its_own_settings_file_and_the_engine_never_runs_it(lab_env):
+    """A real app's settings file holds its database, its imports: update_config.yml keeps
+    all of it and adds one marked block that runs the blob store settings, which go to a
+    file of their own; the engine's settings are that file, so it never runs the app's."""
+    converge(lab_env)
+    app_own = (
+        "import this_module_exists_only_in_the_app  # the app's own code\n"
+        'DATABASES = {"default": {"NAME": "app"}}\n'
+    )
+    block = lab_env.settings.read_text()
+    lab_env.settings.write_text(app_own + block)
+    try:
+        _check_app_file_kept(lab_env, app_own)
+    finally:
+        lab_env.settings.write_text(block)  # the converged file, for the next test
+
+
+def _check_app_file_kept(lab_env, app_own: str) -> None:
+    make_migrating(lab_env)
+    lab_env.write()
+    ok(lab_env.play("update_config.yml"))
+    text = lab_env.settings.read_text()
+    assert text.startswith(app_own)
+    assert text.count("# BEGIN blobshift: the blob store settings") == 1
+    assert not any(value in text for value in SECRETS.values())  # only in the blob file
+    settings = load_settings(lab_env.blob_settings)
+    assert settings.migrating and settings.old is not None
+    # The app's file, run as the app would, gets the same settings through the block.
+    namespace: dict = {}
+    code = text.replace("import this_module_exists_only_in_the_app", "pass")
+    exec(compile(code, str(lab_env.settings), "exec"), namespace)
+    assert namespace["BLOB_DB_MIGRATING_FROM_S3_TO_S3"] is True
+    assert namespace["DATABASES"] == {"default": {"NAME": "app"}}
+    assert changed_count(ok(lab_env.play("update_config.yml"))) == 0

@@ -129,10 +129,12 @@ def test_settings_file_is_0640_and_owned_by_the_app_user(lab_env, app_user, evid
     make_migrating(lab_env)  # both stores' keys in the file
     lab_env.write()
     ok(lab_env.play("update_config.yml"))
-    st = lab_env.settings.stat()
-    text = lab_env.settings.read_text()
+    st = lab_env.blob_settings.stat()
+    text = lab_env.blob_settings.read_text()
     assert all(value in text for value in SECRETS.values())
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, *app_user)
+    app = lab_env.settings.stat()  # the app's file, which includes it
+    assert (app.st_mode & 0o7777, app.st_uid, app.st_gid) == (0o640, *app_user)
     assert app_user[0] != 0 and app_user[1] != 0
     # A second run changes nothing (ownership and mode are part of the converged state).
     assert changed_count(ok(lab_env.play("update_config.yml"))) == 0
@@ -152,7 +154,8 @@ def test_check_diff_never_shows_the_settings(lab_env, evidence):
     result = ok(lab_env.play("update_config.yml", "--check", "--diff", "-v"))
     out = result.stdout + result.stderr
     # The change is reported (changed, censored), its content never shown.
-    task = out.split("TASK [localsettings : Render localsettings.py]", 1)[1].split("TASK [", 1)[0]
+    task = out.split("TASK [localsettings : Render the blob store settings", 1)[1]
+    task = task.split("TASK [", 1)[0]
     assert "changed: [lab-app]" in task and "censored" in task, task
     for marker in ("S3_BLOB_DB_SETTINGS", "secret_key", "+++ after", "@@ "):
         assert marker not in task, task

@@ -36,6 +36,20 @@ PORT = int(os.environ.get("BLOBSHIFT_TEST_PORT", "27000"))
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """The environment of an ansible or ansible-playbook run from the repository root."""
+    return {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "BLOBSHIFT_VAULT_PASSWORD_FILE": str(
+            REPO / "environments" / "local" / "LAB-ONLY-vault-password.txt"
+        ),
+        "ANSIBLE_FORCE_COLOR": "0",
+        **extra,
+    }
+
+
 def _run(tool: str, *args: str) -> dict[str, dict]:
     """Run `ansible` or `ansible-playbook` on the fleet; each host's (last) result by name.
 
@@ -43,18 +57,11 @@ def _run(tool: str, *args: str) -> dict[str, dict]:
     no JSON stdout callback without ansible.posix.
     """
     with tempfile.TemporaryDirectory(prefix="fleet-tree-") as tree:
-        env = {
-            **os.environ,
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "BLOBSHIFT_VAULT_PASSWORD_FILE": str(
-                REPO / "environments" / "local" / "LAB-ONLY-vault-password.txt"
-            ),
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.tree",
-            "ANSIBLE_CALLBACK_TREE_DIR": tree,
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        }
+        env = _env(
+            ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+            ANSIBLE_CALLBACK_TREE_DIR=tree,
+            ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        )
         cmd = [str(BIN / tool), "-i", str(INVENTORY), *args]
         proc = subprocess.run(
             cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False
@@ -236,17 +243,8 @@ RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 
 def _playbook(playbook: str, *args: str) -> dict[str, dict[str, int]]:
     """Run a playbook on the fleet; its recap by host (every run must succeed)."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "BLOBSHIFT_VAULT_PASSWORD_FILE": str(
-            REPO / "environments" / "local" / "LAB-ONLY-vault-password.txt"
-        ),
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
     cmd = [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), f"playbooks/{playbook}", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (
         f"{cmd}: rc {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr}"
     )

@@ -29,6 +29,7 @@ NEW_KEYS = ("LABNEWACCESSKEY", "lab-new-secret-key-not-secret")
 OLD_KEYS = ("LABOLDACCESSKEY", "lab-old-secret-key-not-secret")
 BUCKET = "blobdb"
 SETTINGS = ROOT / "app" / "localsettings.py"
+BLOB_SETTINGS = ROOT / "app" / "blobshift_settings.py"
 SITES = ROOT / "nginx" / "sites-enabled"
 
 # state -> (node behind :18080, node behind :18081 or None, new store url, old store url)
@@ -119,6 +120,12 @@ def test_rendered_settings(local):
     f = local.file(str(SETTINGS))
     assert f.mode == 0o640
     assert f.user == "root"
+    # The app's file only includes the blob store settings; their own file holds them.
+    assert "# BEGIN blobshift: the blob store settings" in f.content_string
+    assert "secret_key" not in f.content_string
+    blob = local.file(str(BLOB_SETTINGS))
+    assert blob.mode == 0o640 and blob.user == "root" and "secret_key" in blob.content_string
+    assert load_settings(BLOB_SETTINGS).new.url == NEW_URL
     settings = load_settings(SETTINGS)
     assert settings.new.url == NEW_URL
     assert settings.new.access_key == NEW_KEYS[0]

@@ -205,7 +205,7 @@ class BackfillKiller(threading.Thread):
 def backfill_settings(out: Path) -> Path:
     """The app's settings with both stores reached through a fault proxy (in front of
     nginx, which passes the Host header on: SigV4/SigV2 signatures still verify)."""
-    text = (APP_DIR / "localsettings.py").read_text()
+    text = (APP_DIR / "blobshift_settings.py").read_text()
     for (host, port), (up_host, up_port) in (FAULTY_NEW, FAULTY_OLD):
         old = f"http://{up_host}:{up_port}"
         if old not in text:
