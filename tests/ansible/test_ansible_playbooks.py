@@ -519,6 +519,24 @@ def test_site_rejected_by_nginx_is_restored(lab_env, evidence):
     evidence["files unchanged"] = len(before)
 
 
+def test_a_reload_the_master_refuses_fails_the_play(lab_env):
+    """Another process holds the temporary port: nginx -t passes (it binds nothing) and the
+    reload exits 0, but the master keeps its old sites; the play must fail, naming it."""
+    converge(lab_env)
+    make_migrating(lab_env)
+    lab_env.public["nginx_proxy_answer_retries"] = 2
+    lab_env.write()
+    squatter = socket.create_server(("127.0.0.1", TEMP_PORT))  # listens, never answers
+    try:
+        result = lab_env.play("deploy_proxy.yml")
+    finally:
+        squatter.close()
+    assert result.returncode != 0
+    text = " ".join(output(result).split())
+    assert f"site riakcs_new does not answer HTTP on 127.0.0.1:{TEMP_PORT} after the reload" in text
+    assert "nginx kept its old configuration or is not running" in text
+
+
 @pytest.mark.reliability(
     "No secret in ansible-playbook -vvv output of deploy_proxy.yml and update_config.yml, "
     "in --check --diff runs, in nginx's logs or the rendered sites",
