@@ -19,6 +19,7 @@ import json
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +130,10 @@ class Readiness:
     malformed: int = 0
     # Where (file@byte offset), never the content: a broken line may hold anything.
     malformed_examples: list[str] = field(default_factory=list)
-    # HEADs on the old site not yet told apart from a delete's (key -> their times).
-    _pending_heads: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    # HEADs on the old site not yet told apart from a delete's, oldest first, each
+    # [time, key, still a read]; and the same entries by key, for the DELETE that cancels.
+    _pending: deque[list[Any]] = field(default_factory=deque, repr=False)
+    _pending_by_key: dict[str, list[list[Any]]] = field(default_factory=dict, repr=False)
 
     @property
     def verdict(self) -> str:
@@ -152,29 +155,31 @@ class Readiness:
         self.app_reads_by_site[req.site] = self.app_reads_by_site.get(req.site, 0) + 1
         if req.site == self.old_site and req.answered:
             if req.method == "HEAD":  # a fallback unless a DELETE follows (below)
-                self._pending_heads.setdefault(req.key, []).append(req.time)
+                entry = [req.time, req.key, True]
+                self._pending.append(entry)
+                self._pending_by_key.setdefault(req.key, []).append(entry)
                 self._count_heads_before(req.time - DELETE_AFTER_HEAD_SECONDS)
             else:
                 self._count_fallback(req.key)
 
     def _drop_heads_of_delete(self, req: Request) -> None:
-        times = self._pending_heads.get(req.key)
-        if times:
-            kept = [t for t in times if not req.time - DELETE_AFTER_HEAD_SECONDS <= t <= req.time]
-            if kept:
-                self._pending_heads[req.key] = kept
-            else:
-                del self._pending_heads[req.key]
+        # Only HEADs logged before this DELETE are pending; their times may be a little
+        # later than its own (each nginx worker caches its clock), so either way counts.
+        for entry in self._pending_by_key.get(req.key, ()):
+            if abs(req.time - entry[0]) <= DELETE_AFTER_HEAD_SECONDS:
+                entry[2] = False
 
     def _count_heads_before(self, cutoff: float) -> None:
-        """HEADs older than `cutoff` can no longer be a delete's: fallbacks."""
-        for key in [k for k, ts in self._pending_heads.items() if ts[0] < cutoff]:
-            times = self._pending_heads.pop(key)
-            for t in times:
-                if t < cutoff:
-                    self._count_fallback(key)
-                else:
-                    self._pending_heads.setdefault(key, []).append(t)
+        """HEADs older than `cutoff` can no longer be a delete's: the reads among them are
+        fallbacks. The oldest first, so each HEAD is looked at once."""
+        while self._pending and self._pending[0][0] < cutoff:
+            _, key, read = self._pending.popleft()
+            entries = self._pending_by_key[key]
+            entries.pop(0)
+            if not entries:
+                del self._pending_by_key[key]
+            if read:
+                self._count_fallback(key)
 
     def _count_fallback(self, key: str) -> None:
         self.fallbacks += 1
@@ -182,7 +187,8 @@ class Readiness:
             self.fallback_examples.append(key)
 
     def finish(self) -> None:
-        """Every HEAD still pending was no delete's (none followed in the log read)."""
+        """Every HEAD still pending counts as a read: no DELETE followed in the log read
+        (one still to be logged at its end fails the judgement closed, until the next)."""
         self._count_heads_before(float("inf"))
 
     def as_dict(self) -> dict[str, Any]:

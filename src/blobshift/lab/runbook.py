@@ -298,26 +298,20 @@ def readiness_source(rb: Runbook) -> tuple[Path, float]:
     return Path(public["nginx_proxy_store_log"]), window
 
 
-def readiness(rb: Runbook, window: float | None = None) -> dict[str, Any]:
-    """The readiness verdict over `window` seconds (default: the environment's window)."""
-    log, default = readiness_source(rb)
-    return judge([log], default if window is None else window).as_dict()
-
-
 def wait_ready(rb: Runbook, report: dict[str, Any], key: str) -> None:
     """Wait until the app's reads of the last window no longer need the old store, as the
     flip's gate requires (external target: the app reads that store directly, so the proxy
     only sees fallbacks, and "none" is the verdict to wait for)."""
     started = time.monotonic()
+    log, window = readiness_source(rb)
 
     def ready() -> dict[str, Any] | None:
-        r = readiness(rb)
+        r = judge([log], window).as_dict()
         ok = r["verdict"] == VERDICT_READY or (
             rb.target == "external" and r["verdict"] != VERDICT_FALLBACKS
         )
         return r if ok else None
 
-    _, window = readiness_source(rb)
     result = wait_until(ready, 3 * window + 60, "the app's reads to stop needing the old store", 1)
     report[key] = {**result, "waited_s": round(time.monotonic() - started, 1)}
 
@@ -342,7 +336,8 @@ def phase2(
     report["backfill_samples"] = sampler.samples
     report["backfill_logged"] = sampler.logged()
     # Over the backfill: the app's reads of blobs not yet copied fell back to the old store.
-    report["readiness_during_backfill"] = readiness(rb, time.monotonic() - started + 1)
+    log, _ = readiness_source(rb)
+    report["readiness_during_backfill"] = judge([log], time.monotonic() - started + 1).as_dict()
 
 
 def phase3(rb: Runbook, report: dict[str, Any]) -> None:
