@@ -5,7 +5,9 @@ key costs no request) or from a manifest. They are grouped in chunks of `chunk_s
 examined keys; a chunk is finished when each of its keys is copied, skipped or logged,
 and the checkpoint advances over finished chunks only, in order, after the missing-blob
 log is fsynced. A crash therefore redoes at most the chunks in flight, and redone keys
-are found present in new and skipped, so no blob is copied twice.
+are found present in new and skipped, so no blob is copied twice. At most
+`max_chunks_ahead` chunks are in flight: a slow copy at the head holds the checkpoint, and
+the listing waits for it rather than running ahead into keys a crash would make it redo.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -29,6 +32,7 @@ from blobshift.copy import CopyOptions, copy_object
 from blobshift.fidelity import PROBE_PREFIX, classes_of, unfaithful_classes
 from blobshift.metrics import WRITE_INTERVAL, RunMetrics, Snapshot, published
 from blobshift.progress import Output, Progress, human_bytes, rate_text
+from blobshift.ranges import RangePlan, RangePlanError
 from blobshift.ratelimit import Limits
 from blobshift.runfiles import (
     Checkpoint,
@@ -82,6 +86,11 @@ class BackfillOptions:
     # Prometheus text file rewritten every `metrics_interval` seconds (not by a dry run).
     metrics_file: Path | None = None
     metrics_interval: float = WRITE_INTERVAL
+    # Range shards (blobshift.ranges): list only the ranges `shard` owns in this plan.
+    range_plan: Path | None = None
+    # The listing does not open chunk c + K while chunk c is unfinished: a crash redoes
+    # at most K chunks.
+    max_chunks_ahead: int = 4
 
 
 @dataclass
@@ -123,6 +132,8 @@ class _Chunks:
     def __init__(self) -> None:
         self._open: deque[list[Any]] = deque()  # per chunk: [pending keys, end position]
         self._base = 0  # number of the chunk at the front of `_open`
+        self._moved = asyncio.Event()  # set when finished chunks are popped
+        self.waiting = False  # the listing waits for the front chunk (see `room`)
 
     def new_chunk(self) -> int:
         self._open.append([0, None])
@@ -143,7 +154,20 @@ class _Chunks:
         while self._open and self._open[0][0] == 0 and self._open[0][1] is not None:
             position = self._open.popleft()[1]
             self._base += 1
+        if position is not None:
+            self._moved.set()
         return position
+
+    async def room(self, limit: int) -> None:
+        """Wait until fewer than `limit` chunks are open. (A stop cancels the producer,
+        and with it this wait.)"""
+        while len(self._open) >= limit:
+            self._moved.clear()
+            self.waiting = True
+            try:
+                await self._moved.wait()
+            finally:
+                self.waiting = False
 
 
 class Backfill:
@@ -152,6 +176,8 @@ class Backfill:
     ) -> None:
         if settings.old is None:
             raise ValueError("the backfill needs OLD_S3_BLOB_DB_SETTINGS")
+        if options.max_chunks_ahead < 1:
+            raise ValueError("max_chunks_ahead must be at least 1")
         if options.reverse:
             settings = dataclasses.replace(settings, new=settings.old, old=settings.new)
         self.settings = settings
@@ -166,6 +192,7 @@ class Backfill:
         self.limits = Limits(options.max_rps, options.bwlimit)
         self.copy_retry = RetryPolicy(attempts=10)
         self._chunks = _Chunks()
+        self._plan: RangePlan | None = None
         self._log: MissingLog | None = None
         self._checkpoint: Checkpoint | None = None
         self._totals_before: dict[str, int] = {}
@@ -201,9 +228,42 @@ class Backfill:
             return (
                 f"manifest:{self.opts.keys_from.resolve()}:{st.st_size}:prefix={self.opts.prefix}"
             )
+        listing = self._listing_id()
+        return listing if self._plan is None else f"{listing}:ranges={self._plan.digest}"
+
+    def _listing_id(self) -> str:
         old = self.settings.old
         assert old is not None
         return f"listing:{old.url}/{old.bucket}:prefix={self.opts.prefix}"
+
+    def _same_listing(self, source: str) -> bool:
+        """`source` (a checkpoint's) lists the same store and prefix, by any range plan."""
+        pattern = re.escape(self._listing_id()) + r"(:ranges=[0-9a-f]+)?"
+        return self.opts.keys_from is None and re.fullmatch(pattern, source) is not None
+
+    def _load_plan(self) -> RangePlan | None:
+        """The range plan, refused unless it cuts this run's listing (before any change)."""
+        path = self.opts.range_plan
+        if path is None:
+            return None
+        if self.opts.keys_from is not None:
+            raise RangePlanError(
+                f"--range-plan {path} cuts the old bucket's listing into ranges, but "
+                "--keys-from reads a manifest instead: split a manifest with hash shards "
+                "(--shard I/N alone), or drop --keys-from to list by the plan"
+            )
+        plan = RangePlan.load(path)
+        old = self.settings.old
+        assert old is not None
+        listing = f"{old.url}/{old.bucket}"
+        if plan.source != listing or plan.prefix != self.opts.prefix:
+            raise RangePlanError(
+                f"range plan {path} cuts the listing of {plan.source} under prefix "
+                f"{plan.prefix!r}, but this run lists {listing} under prefix "
+                f"{self.opts.prefix!r}: make a plan for this store with blobshift "
+                "plan-ranges (same --settings and --prefix as the backfill)"
+            )
+        return plan
 
     def _previous_status(self) -> dict[str, Any] | None:
         """The last run's status file, reporting (not trusting) a garbled one: it is only
@@ -237,7 +297,20 @@ class Backfill:
                 "restore the checkpoint, or re-run with --reset to start a new pass "
                 "(present blobs are skipped)"
             )
-        if cp is not None and (cp.source != source or cp.shard != shard):
+        # The same listing cut by another range plan (or none): a finished pass may
+        # start the next with another plan, a running one must finish with its own.
+        plan_changed = cp is not None and cp.source != source and self._same_listing(cp.source)
+        if cp is not None and plan_changed and cp.shard == shard and not cp.complete:
+            was = cp.source.partition(":ranges=")[2] or "none"
+            now = self._plan.digest if self._plan is not None else "none"
+            raise RunFileError(
+                f"the range plan changed under a running pass: checkpoint "
+                f"{self.paths.checkpoint} was saved with range plan {was}, this run has "
+                f"{now}, which gives shard {shard} other keys: finish that pass with the "
+                "plan it started with, or re-run with --reset to start a new pass with "
+                "this plan (present blobs are skipped)"
+            )
+        if cp is not None and (cp.shard != shard or (cp.source != source and not plan_changed)):
             raise RunFileError(
                 f"checkpoint {self.paths.checkpoint} belongs to another run "
                 f"({cp.source}, shard {cp.shard}): use another --log-dir, or --reset"
@@ -255,7 +328,8 @@ class Backfill:
     # -- the run ------------------------------------------------------------------
 
     async def run(self) -> BackfillResult:
-        # Bad input (manifest, stores) is refused before the log dir is touched.
+        # Bad input (range plan, manifest, stores) is refused before the log dir is touched.
+        self._plan = self._load_plan()
         if self.opts.keys_from is not None:
             self._total = scan_manifest(self.opts.keys_from)
         async with open_stores(self.settings, self.opts.num_workers, "migrate-backend") as (
@@ -305,11 +379,22 @@ class Backfill:
         if self.opts.keys_from is not None:
             start = int(cp.position or 0)
             return manifest_source(self.opts.keys_from, start, self.opts.prefix, self.opts.shard)
-        return listing_source(old, new, self.opts.prefix, cp.position, self.opts.shard)
+        ranges = None if self._plan is None else self._plan.owned(self.opts.shard)
+        return listing_source(old, new, self.opts.prefix, cp.position, self.opts.shard, ranges)
+
+    def _ranges_text(self) -> str:
+        if self._plan is None:
+            return ""
+        owned = [r.index for r in self._plan.owned(self.opts.shard)]
+        which = ", ".join(map(str, owned)) if owned else "none: nothing to list"
+        return f" (ranges {which} of {self._plan.count}, plan {self._plan.digest})"
 
     async def _dry_run(self, old: S3Client, new: S3Client, cp: Checkpoint) -> BackfillResult:
         self._state = "dry-run"
-        self.out.line(f"dry run: counting what would be copied from {old.store.describe()}")
+        self.out.line(
+            f"dry run{self._ranges_text()}: counting what would be copied from "
+            f"{old.store.describe()}"
+        )
         async for _, work in self._source(old, new, cp):
             if work is None:
                 continue
@@ -340,7 +425,7 @@ class Backfill:
         self._totals_before = dict(cp.totals)
         where = f"from key after {cp.position!r}" if cp.position else "from the start"
         self.out.line(
-            f"backfill shard {self.opts.shard}: {old.store.describe()} -> "
+            f"backfill shard {self.opts.shard}{self._ranges_text()}: {old.store.describe()} -> "
             f"{new.store.describe()}, {where}, {self.opts.num_workers} workers, "
             f"chunks of {self.opts.chunk_size}"
         )
@@ -430,6 +515,8 @@ class Backfill:
             if in_chunk >= self.opts.chunk_size:
                 chunks.close(chunk, position)
                 self._advance_checkpoint()
+                # Keys listed past a slow copy at the head would all be redone after a crash.
+                await chunks.room(self.opts.max_chunks_ahead)
                 chunk, in_chunk = chunks.new_chunk(), 0
         if not self.stopping.is_set():
             chunks.close(chunk, position)
@@ -523,14 +610,21 @@ class Backfill:
                 last_status = now
                 self._write_status()
 
+    @property
+    def listing_held(self) -> bool:
+        """The listing waits for the chunk at the checkpoint (`max_chunks_ahead` open)."""
+        return self._chunks.waiting
+
     def _progress_text(self) -> str:
         c = self.counts
         done = c.copied + c.skipped + c.logged
         elapsed = time.monotonic() - self._started
+        held = ", listing waits for a slow copy at the checkpoint" if self.listing_held else ""
         return (
             f"listed {c.listed:,} copied {c.copied:,} skipped {c.skipped:,} "
             f"logged {c.logged:,} ({human_bytes(c.bytes)}), "
             + rate_text(done, c.bytes, elapsed, self._total)
+            + held
         )
 
     def _retry_causes(self) -> Counter[str]:

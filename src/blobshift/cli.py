@@ -17,6 +17,9 @@ from blobshift.copy import CopyOptions
 from blobshift.jsonout import backfill_document, emit
 from blobshift.metrics import WRITE_INTERVAL, check_metrics_path
 from blobshift.progress import Output
+from blobshift.ranges import RangePlanError
+from blobshift.ranges_cli import add_parser as add_plan_ranges_parser
+from blobshift.ranges_cli import run as run_plan_ranges
 from blobshift.ratelimit import parse_size
 from blobshift.readiness_cli import add_parser as add_readiness_parser
 from blobshift.readiness_cli import run as run_readiness
@@ -218,7 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=_shard,
         default=Shard(),
         metavar="I/N",
-        help="take only keys whose hash falls in shard I of N (0 <= I < N)",
+        help="take only keys whose hash falls in shard I of N (0 <= I < N); with "
+        "--range-plan, the plan's ranges I, I+N, I+2N, ...",
+    )
+    m.add_argument(
+        "--range-plan",
+        type=Path,
+        metavar="FILE",
+        help="list only this shard's ranges of the plan made by blobshift plan-ranges, so "
+        "N hosts together list each store about once (a listing only, not --keys-from)",
+    )
+    m.add_argument(
+        "--max-chunks-ahead",
+        type=_positive_int,
+        default=BackfillOptions.max_chunks_ahead,
+        metavar="K",
+        help="list at most K chunks past the checkpoint: a slow copy holds the checkpoint, "
+        "and a crash redoes the keys listed past it (default %(default)s)",
     )
     m.add_argument(
         "--max-rps",
@@ -361,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {STALE_AFTER:g}; a backfill rewrites it every few seconds)",
     )
     add_readiness_parser(sub)
+    add_plan_ranges_parser(sub, _positive_int)
     return parser
 
 
@@ -418,6 +438,8 @@ async def _migrate(args: argparse.Namespace, out: Output) -> int:
         log_unfaithful_keys=args.log_unfaithful_keys,
         metrics_file=args.metrics_file,
         metrics_interval=args.metrics_interval,
+        range_plan=args.range_plan,
+        max_chunks_ahead=args.max_chunks_ahead,
     )
     result = await Backfill(settings, options, out).run()
     if args.json or args.json_file:
@@ -491,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "readiness":  # reads a log only: no settings, stores or metrics
         return run_readiness(args)
+    if args.command == "plan-ranges":  # lists the old store only: no run files, no metrics
+        return run_plan_ranges(args)
     if args.command == "status":
         return _status(args)
     # With --json, stdout holds the summary document alone.
@@ -499,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_paths(args)
         return asyncio.run(COMMANDS[args.command](args, out))
-    except (SettingsError, ManifestError, LogFormatError) as exc:
+    except (SettingsError, ManifestError, LogFormatError, RangePlanError) as exc:
         print(f"blobshift: error: {exc}", file=err)
         return EXIT_USAGE
     except LockedError as exc:

@@ -12,7 +12,11 @@ r = I, I + N, I + 2N, ...: with more ranges than hosts, uneven ranges even out.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import json
+import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from blobshift.runfiles import is_sealed, sealed, utc_iso, write_json_atomic
 
 if TYPE_CHECKING:  # sources.py lists by these ranges
+    from blobshift.s3.client import S3Client
     from blobshift.sources import Shard
 
 PLAN_VERSION = 1
@@ -85,6 +90,15 @@ class RangePlan:
             "created": self.created or utc_iso(),
         }
 
+    def summary(self) -> str:
+        """One line for the operator: what the plan holds and what finding it cost."""
+        return (
+            f"{self.count} range{'s' if self.count != 1 else ''} of {self.source} "
+            f"(prefix {self.prefix!r}): {self.sample_requests} list requests, "
+            f"{self.sampled_keys:,} keys sampled; rough estimate (for balance, not a count): "
+            f"{self.estimated_keys:,} keys in all"
+        )
+
     @property
     def digest(self) -> str:
         """What a checkpoint records: the same digest means the same ranges."""
@@ -123,3 +137,397 @@ class RangePlan:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RangePlanError(f"range plan {path}: {exc}: {fix}") from None
+
+
+# -- the planner: split points from a cheap sample of the listing ------------------------
+#
+# A probe is one listing page after a start string s. It tells exactly: no key in
+# (s, first), n keys in [first, last], and, when not truncated, no key after last. The
+# probes, kept in key order, leave gaps (one probe's last key, the next probe's start] of
+# unknown count. A gap's count is estimated as its width times its neighbours' density,
+# where a key's position is a number whose digits are its characters after the prefix,
+# each depth in the base of the characters sampled keys have there (see _Sampler.learn:
+# hex, dated and worded keys spread about evenly over their positions, and every middle
+# is a printable key). The gap with the largest estimate is probed at its middle, until
+# the budget is spent or no gap is left; the split points are the sampled keys nearest
+# each quantile. Deterministic: the same listing gives the same plan.
+
+PAGE_KEYS = 1000
+# Depths a position reads (keys that share more count as one point: S3 keys are at most
+# 1024 bytes).
+POSITION_DIGITS = 256
+# A gap's estimate is capped here (a width over positions that count as one point).
+MAX_ESTIMATE = 1e15
+# Probes sent at once (the gaps with the largest estimates): the sample's wall time.
+PARALLEL_PROBES = 8
+# Sampled keys kept at most (as candidate split points, every n-th of each page when the
+# budget could sample more): memory stays small.
+MAX_KEPT = 250_000
+LEARN_PER_PAGE = 128  # keys of each page the alphabets learn from (their CPU time)
+# Characters seen at a depth that may be all it has (months, days: see _Sampler.learn).
+FEW_SEEN = 4
+# A midpoint probe keeps this many characters past the shortest prefix inside its gap.
+EXTRA_DIGITS = 2
+# How much longer than its gap's common prefix a probe's shared prefix must be for a jump
+# (see _Sampler.jump): a page of 1000 hex keys shares about log16(keys / 1000) more.
+JUMP_DEPTHS = 12
+TOP = "\U0010ffff"  # sorts after every character
+
+# (start_after, max_keys) -> (keys after start_after in UTF-8 byte order, truncated?)
+Lister = Callable[[str, int], Awaitable[tuple[list[str], bool]]]
+
+
+def default_budget(ranges: int) -> int:
+    """List requests a plan of `ranges` may spend by default (a full listing of 100M keys
+    is 100,000)."""
+    return 64 + 8 * ranges
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What sampling found: split points and what finding them cost."""
+
+    bounds: tuple[str, ...]
+    requests: int
+    sampled_keys: int
+    estimated_keys: int
+    exact: bool  # the whole listing was seen: counts are exact
+
+
+@dataclass
+class _Probe:
+    start: str
+    n: int
+    last: str | None  # None: no key in (start, next probe's start]
+    truncated: bool
+    kept: list[tuple[int, str]]  # (rank within the probe, key), thinned
+    first_key: str | None
+    joined: bool = False  # the gap after it is known empty
+    # Positions of start, first and last key (of start when none), by the alphabet.
+    lo: int = 0
+    first: int = 0
+    hi: int = 0
+
+    @property
+    def shared(self) -> str:
+        """The prefix its keys share (its start when it has none)."""
+        if self.first_key is None or self.last is None:
+            return self.start
+        return _common(self.first_key, self.last)
+
+    def keys_in(self, width: int) -> float | None:
+        """Keys in `width` at its density between its first and last key (not from its
+        start: that stretch is known empty and often wide); None: too few keys to tell."""
+        if self.n < 2:
+            return None
+        return _ratio(width * (self.n - 1), self.hi - self.first)
+
+
+def _ratio(num: int, den: int) -> float:
+    """num / den for the huge integers positions are, capped at MAX_ESTIMATE."""
+    try:
+        return min(num / max(den, 1), MAX_ESTIMATE)
+    except OverflowError:
+        return MAX_ESTIMATE
+
+
+_DIGITS = frozenset(string.digits)
+_HEX = _DIGITS | frozenset("abcdef")
+_LETTER_CLASSES = (frozenset(string.ascii_lowercase[6:]), frozenset(string.ascii_uppercase))
+
+
+def _filled(seen: list[str], refuted: set[str]) -> set[str]:
+    """The characters seen at a depth, and the rest of a class they suggest: a sample
+    sees few of a depth's characters (a page's keys are consecutive, and probes start
+    low in each region), and hex or decimal keys use them all. All hex where a digit is
+    seen; a class of letters where two of it are (not one: a name's letters)."""
+    out = set(seen)
+    if _DIGITS.intersection(seen):
+        out |= _HEX - refuted if len(seen) <= FEW_SEEN else _HEX
+    for group in _LETTER_CLASSES:
+        if len(group.intersection(seen)) >= 2:
+            out |= group
+    return out
+
+
+def _common(a: str, b: str) -> str:
+    """The longest prefix `a` and `b` share."""
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:n]
+
+
+def _after(ch: str) -> str:
+    """The next printable character after `ch` (`ch` itself at the top)."""
+    cp = ord(ch) + 1
+    cp = 0xA0 if 0x7F <= cp < 0xA0 else 0xE000 if 0xD800 <= cp < 0xE000 else cp
+    return chr(cp) if cp < 0x110000 else ch
+
+
+class _Sampler:
+    def __init__(self, lister: Lister, prefix: str, budget: int, page: int) -> None:
+        self.lister = lister
+        self.prefix = prefix
+        self.budget = budget
+        self.page = page
+        self.requests = 0
+        self.stride = max(1, budget * page // MAX_KEPT)
+        self.probes: list[_Probe] = []
+        # Per depth after the prefix, the printable characters seen there in sampled keys
+        # (sorted), and the digits of positions: slots[i] (see learn); a key's digit at
+        # depth i is the index of the last slot at or below its character (the end of a
+        # key counts as the first). A depth where every key has the same character only
+        # doubles widths, so a dated or worded path spreads as its varying characters do.
+        self.alphabets: list[list[str]] = []
+        self.seen: list[set[str]] = []
+        self.refuted: list[set[str]] = []  # hex characters a lead-in showed unused (learn)
+        self.slots: list[list[str]] = []
+        self.weights: list[int] = []  # a digit's weight per depth
+        self.end = 1  # the position past every key
+
+    def learn(self, keys: list[str], start: str = "", first: str | None = None) -> None:
+        """Add the keys' characters to the alphabets; where one grows, every position moves.
+
+        A probe's lead-in, (start, first key) empty, shows the characters above start's
+        at each depth past where the two part unused (there, at least): at a depth where
+        few characters are seen (months, days), those are not filled in."""
+        grew = False
+        skip = len(self.prefix)
+        part = len(_common(start, first)) if first is not None else skip - 1
+        for e in range(max(part + 1, skip), min(len(start), skip + POSITION_DIGITS)):
+            while e - skip >= len(self.refuted):
+                self.alphabets.append([])
+                self.seen.append(set())
+                self.refuted.append(set())
+            ch = start[e]
+            no = {h for h in _HEX if h > ch or (h == ch and e == len(start) - 1)}
+            if e > skip and start[e - 1] not in self.seen[e - 1 - skip]:
+                break  # off the keys' paths: what it shows holds there only
+            if not no <= self.refuted[e - skip]:
+                self.refuted[e - skip] |= no
+                grew = True
+        for key in keys:
+            for i, ch in enumerate(key[skip : skip + POSITION_DIGITS]):
+                if i == len(self.alphabets):
+                    self.alphabets.append([])
+                    self.seen.append(set())
+                    self.refuted.append(set())
+                if ch not in self.seen[i] and not (ch < " " or "\x7f" <= ch < "\xa0"):
+                    self.seen[i].add(ch)
+                    bisect.insort(self.alphabets[i], ch)
+                    grew = True
+        if not grew:
+            return
+        # A digit per character seen (and per one its class suggests, _filled) and one for
+        # the characters just after each (those not seen yet, between it and the next
+        # seen or above them all): where probes go to find the characters a sample has
+        # not seen, and where the listing ends.
+        self.slots = [
+            sorted(_filled(at, no).union(map(_after, at)))
+            for at, no in zip(self.alphabets, self.refuted, strict=True)
+        ]
+        self.weights = [1] * len(self.slots)
+        for i in range(len(self.slots) - 2, -1, -1):
+            self.weights[i] = self.weights[i + 1] * max(len(self.slots[i + 1]), 1)
+        self.end = self.weights[0] * max(len(self.slots[0]), 1) if self.slots else 1
+        for probe in self.probes:
+            self.place(probe)
+
+    def place(self, probe: _Probe) -> None:
+        probe.lo = self.pos(probe.start)
+        probe.first = probe.lo if probe.first_key is None else self.pos(probe.first_key)
+        probe.hi = probe.lo if probe.last is None else self.pos(probe.last)
+
+    async def probe(self, start_after: str, max_keys: int) -> tuple[list[str], bool]:
+        self.requests += 1
+        return await self.lister(start_after, max_keys)
+
+    def pos(self, key: str) -> int:
+        """Where `key` (or a probe string) lies: comparable while the alphabets stay."""
+        if not key.startswith(self.prefix):
+            return 0 if key < self.prefix else self.end
+        value = 0
+        tail = key[len(self.prefix) :][: len(self.slots)]
+        for ch, seen, slots, weight in zip(tail, self.seen, self.slots, self.weights, strict=False):
+            value += max(bisect.bisect_right(slots, ch) - 1, 0) * weight
+            if ch not in seen:
+                # A character not seen here (only probe strings have them): the start of
+                # its slot, where the keys it stands for begin.
+                break
+        return value
+
+    def make_probe(self, start: str, keys: list[str], truncated: bool) -> _Probe:
+        stride = self.stride
+        kept = [(i + 1, k) for i, k in enumerate(keys) if i % stride == 0 or i == len(keys) - 1]
+        self.learn(keys[:: max(1, len(keys) // LEARN_PER_PAGE)], start, keys[0] if keys else None)
+        probe = _Probe(
+            start,
+            len(keys),
+            keys[-1] if keys else None,
+            truncated,
+            kept,
+            keys[0] if keys else None,
+        )
+        self.place(probe)
+        return probe
+
+    def insert(self, start: str, keys: list[str], truncated: bool) -> None:
+        """A probe's answer, into the sorted probes. Every probe asks for a full page, so
+        keys it returns beyond the next probe's start are that probe's (or lie in gaps
+        already known empty): they are dropped and the gap between the two is closed."""
+        at = bisect.bisect_right([p.start for p in self.probes], start)
+        before = self.probes[at - 1]
+        after = self.probes[at] if at < len(self.probes) else None
+        joined = False
+        if after is not None and (not truncated or (keys and keys[-1] > after.start)):
+            keys = [k for k in keys if k <= after.start]
+            joined = True
+        probe = self.make_probe(start, keys, truncated)
+        probe.joined = joined
+        if before.last == start:
+            before.joined = True
+        self.probes.insert(at, probe)
+
+    def gaps(self) -> list[float | None]:
+        """Estimated keys between each probe and the next one (or the end); None: known.
+        A gap's width times its neighbours' mean density (the sample's where neither
+        holds enough keys to tell)."""
+        dense = [p for p in self.probes if p.n >= 2]
+        keys, span = sum(p.n - 1 for p in dense), sum(p.hi - p.first for p in dense)
+        out: list[float | None] = []
+        for i, probe in enumerate(self.probes):
+            nxt = self.probes[i + 1] if i + 1 < len(self.probes) else None
+            if probe.joined or (nxt is None and not probe.truncated):
+                out.append(None)
+                continue
+            width = max((self.end if nxt is None else nxt.lo) - probe.hi, 0)
+            known = [
+                e for p in (probe, nxt) if p is not None and (e := p.keys_in(width)) is not None
+            ]
+            out.append(sum(known) / len(known) if known else _ratio(width * keys, span))
+        return out
+
+    def jump(self, i: int) -> str | None:
+        """Past half of the prefix probe i's keys share beyond where gap i's ends part,
+        when that prefix goes on for JUMP_DEPTHS characters or more (long names in one
+        folder): the keys' density, measured that deep, would be absurd over the gap,
+        and a midpoint would walk down the name one character per probe. Each jump
+        halves what is left; the first past the cluster tells where it ends."""
+        probe, nxt = self.probes[i], self.probes[i + 1] if i + 1 < len(self.probes) else None
+        shared = probe.shared
+        outer = len(_common(probe.last or probe.start, nxt.start if nxt else self.prefix))
+        if probe.n < 2 or len(shared) - outer < JUMP_DEPTHS:
+            return None
+        text = shared[: (outer + len(shared)) // 2] + TOP
+        low = probe.last or probe.start
+        return text if low < text and (nxt is None or text < nxt.start) else None
+
+    def midpoint(self, i: int) -> str:
+        """A probe string in the middle of gap i (its low end when none fits between)."""
+        probe = self.probes[i]
+        nxt = self.probes[i + 1] if i + 1 < len(self.probes) else None
+        low = probe.last if probe.last is not None else probe.start
+        mid = (probe.hi + (self.end if nxt is None else nxt.lo)) // 2
+        # The middle's first digits, EXTRA_DIGITS past the shortest prefix inside the gap
+        # (a probe at that prefix would start low in every region: depths seen only low
+        # would never be sampled high).
+        text, found, extra = self.prefix, "", 0
+        for at, weight in zip(self.slots, self.weights, strict=True):
+            digit, mid = divmod(mid, weight)
+            if not at:
+                break
+            text += at[digit]
+            if nxt is not None and text >= nxt.start:
+                break
+            if low < text:
+                found = text
+                extra += 1
+                if extra > EXTRA_DIGITS:
+                    break
+        return found or low
+
+    async def run(self) -> None:
+        keys, truncated = await self.probe("", self.page)
+        self.probes = [self.make_probe("", keys, truncated)]
+        while self.requests < self.budget:
+            gaps = [(est, i) for i, est in enumerate(self.gaps()) if est is not None]
+            if not gaps:
+                return
+            gaps.sort(key=lambda g: (-g[0], g[1]))
+            picks = gaps[: min(PARALLEL_PROBES, self.budget - self.requests)]
+            starts = [self.jump(i) or self.midpoint(i) for _, i in picks]
+            pages = await asyncio.gather(*(self.probe(s, self.page) for s in starts))
+            for start, (got, more) in zip(starts, pages, strict=True):
+                self.insert(start, got, more)
+
+    def _last_with_keys(self) -> int:
+        return max(i for i, p in enumerate(self.probes) if p.n)
+
+    def split(self, ranges: int) -> Sample:
+        """Sampled keys whose estimated cumulative rank is nearest each r/ranges."""
+        ranks: list[float] = []
+        keys: list[str] = []
+        total = 0.0
+        exact = True
+        gaps = self.gaps()
+        for probe, est in zip(self.probes, gaps, strict=True):
+            ranks += [total + r for r, _ in probe.kept]
+            keys += [k for _, k in probe.kept]
+            total += probe.n
+            if est is not None:
+                total += est
+                exact = False
+        if keys and all(est is None for est in gaps[self._last_with_keys() :]):
+            # A bound at the listing's (known) last key would leave the last range empty.
+            ranks.pop()
+            keys.pop()
+        bounds: list[str] = []
+        j = 0
+        for r in range(1, ranges):
+            if j >= len(keys):
+                break
+            target = r * total / ranges
+            k = bisect.bisect_left(ranks, target, lo=j)
+            if k == len(keys) or (k > j and target - ranks[k - 1] <= ranks[k] - target):
+                k -= 1
+            bounds.append(keys[k])
+            j = k + 1
+        return Sample(
+            bounds=tuple(bounds),
+            requests=self.requests,
+            sampled_keys=sum(p.n for p in self.probes),
+            estimated_keys=round(total),
+            exact=exact,
+        )
+
+
+async def sample_bounds(
+    lister: Lister, prefix: str, ranges: int, budget: int, page: int = PAGE_KEYS
+) -> Sample:
+    """Split points for `ranges` ranges of about equal key counts, from at most `budget`
+    list requests of `page` keys (deterministic: the same listing gives the same bounds).
+    Fewer distinct keys than ranges give fewer ranges."""
+    if ranges < 1 or budget < 1:
+        raise ValueError("ranges and budget must be at least 1")
+    sampler = _Sampler(lister, prefix, budget, page)
+    await sampler.run()
+    return sampler.split(ranges)
+
+
+async def plan_ranges(client: S3Client, prefix: str, ranges: int, budget: int) -> RangePlan:
+    """A plan of `ranges` ranges of the client's bucket under `prefix`, from at most
+    `budget` list requests."""
+
+    async def lister(start_after: str, max_keys: int) -> tuple[list[str], bool]:
+        page, truncated = await client.list_page(prefix, start_after, max_keys)
+        return [o.key for o in page], truncated
+
+    found = await sample_bounds(lister, prefix, ranges, budget)
+    return RangePlan(
+        source=f"{client.store.url}/{client.store.bucket}",
+        prefix=prefix,
+        bounds=found.bounds,
+        sample_requests=found.requests,
+        sampled_keys=found.sampled_keys,
+        estimated_keys=found.estimated_keys,
+        created=utc_iso(),
+    )

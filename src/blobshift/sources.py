@@ -3,20 +3,27 @@
 Both stream: a listing page or a manifest line at a time, never the whole key set.
 Each yields `(position, work)`: the checkpoint position after this key, and the work to
 do for it: a `Work`, `PRESENT` (already in new: nothing to do) or None (another shard's).
+
+A listing is split between hosts either by hashing each key (`Shard.owns`: every host
+lists everything) or by a range plan (blobshift.ranges: each host lists only its ranges).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from blobshift.merge import merge_listings
 from blobshift.s3.client import S3Client
+
+if TYPE_CHECKING:
+    from blobshift.ranges import KeyRange
 
 MANIFEST_FIELDS = ("parent_id", "type_code", "domain")
 
@@ -74,24 +81,43 @@ Job = Work | Literal[Presence.PRESENT] | None
 
 
 async def listing_source(
-    old: S3Client, new: S3Client, prefix: str, start_after: str, shard: Shard
+    old: S3Client,
+    new: S3Client,
+    prefix: str,
+    start_after: str,
+    shard: Shard,
+    ranges: Sequence[KeyRange] | None = None,
 ) -> AsyncIterator[tuple[str, Job]]:
-    """Merge both listings in key order: a key already in new needs no request at all."""
-    pairs = merge_listings(
-        old.iter_objects(prefix, start_after),
-        new.iter_objects(prefix, start_after),
-        stop_with_old=True,
-    )
-    async for pair in pairs:
-        obj = pair.old
-        if obj is None:
-            continue  # only in new: nothing to copy
-        if not shard.owns(obj.key):
-            yield obj.key, None
-        elif pair.new is not None:
-            yield obj.key, PRESENT
-        else:
-            yield obj.key, Work(obj.key, obj.size, etag=obj.etag)
+    """Merge both listings in key order: a key already in new needs no request at all.
+
+    With `ranges` (the shard's own, in key order) both stores are listed over those
+    ranges only, each from the checkpoint on; without, over everything after it, and
+    `shard` picks keys by hash.
+    """
+    if ranges is None:
+        spans: list[tuple[str, str | None]] = [(start_after, None)]
+    else:
+        # Ranges that end at or before the checkpoint are done: not listed again.
+        spans = [
+            (max(r.after, start_after), r.upto)
+            for r in ranges
+            if r.upto is None or r.upto > start_after
+        ]
+    for after, upto in spans:
+        async with (
+            contextlib.aclosing(old.iter_objects(prefix, after, upto)) as old_objects,
+            contextlib.aclosing(new.iter_objects(prefix, after, upto)) as new_objects,
+        ):
+            async for pair in merge_listings(old_objects, new_objects, stop_with_old=True):
+                obj = pair.old
+                if obj is None:
+                    continue  # only in new: nothing to copy
+                if ranges is None and not shard.owns(obj.key):
+                    yield obj.key, None
+                elif pair.new is not None:
+                    yield obj.key, PRESENT
+                else:
+                    yield obj.key, Work(obj.key, obj.size, etag=obj.etag)
 
 
 def parse_manifest_line(line: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -504,13 +504,19 @@ class S3Client:
         return entries, truncated
 
     async def iter_objects(
-        self, prefix: str = "", start_after: str = ""
-    ) -> AsyncIterator[ObjectInfo]:
-        """Every object after `start_after`, page by page; the next page is fetched while
-        the caller consumes the current one, and only one page is held at a time."""
+        self, prefix: str = "", start_after: str = "", upto: str | None = None
+    ) -> AsyncGenerator[ObjectInfo, None]:
+        """Every object after `start_after` (and at or before `upto`, if given), page by
+        page; the next page is fetched while the caller consumes the current one, and only
+        one page is held at a time. No page past `upto` is asked for (a range shard lists
+        only its own ranges)."""
+        if upto is not None and start_after >= upto:
+            return
         page, truncated = await self.list_page(prefix, start_after)
         while True:
             nxt = None
+            if upto is not None and page and page[-1].key >= upto:
+                page, truncated = [e for e in page if e.key <= upto], False
             if truncated:
                 nxt = asyncio.ensure_future(self.list_page(prefix, page[-1].key))
             try:
