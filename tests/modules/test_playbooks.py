@@ -346,6 +346,33 @@ def test_check_logs_migrate_and_verify_gate(inventory, servers, buckets, tmp_pat
     assert checked["migrated"] == 0 and checked["left_in_old"] == 3
     assert set(contents(new, buckets[1])) == set(blobs) - set(lost)
 
+    # The app's current manifest, made by its own command on the first django_manage host:
+    # the ghost is not referenced by the app (deleted, say), so it is no longer "Not found".
+    manifest = tmp_path / "app-references.jsonl"
+    manifest.write_text("".join(json.dumps({"blob_key": k}) + "\n" for k in blobs))
+    command = json.dumps({"blob_log_check_manifest_command": ["cat", str(manifest)]})
+    play_ok(
+        inventory,
+        "check_blob_logs.yml",
+        "-e",
+        command,
+        "-e",
+        f"blob_log_check_summary_file={result_file}",
+    )
+    referenced = json.loads(result_file.read_text())
+    assert referenced["totals"]["Not found"] == 0 and referenced["not_found_keys"] == []
+    assert referenced["totals"]["Not referenced"] == 1
+    assert referenced["totals"]["Found in old db"] == 3
+    # The operator's copy on the controller, and each host's copy, are the command's output.
+    assert (inventory.fetch_dir / "manifest-current.jsonl").read_bytes() == manifest.read_bytes()
+    for host in ("dm1", "dm2"):
+        copy = inventory.log_dir(host) / "manifest-current.jsonl"
+        assert copy.read_bytes() == manifest.read_bytes()
+    both = inventory.play(
+        "check_blob_logs.yml", "-e", command, "-e", f"blob_log_check_keys_from={manifest}"
+    )
+    assert both.returncode != 0 and "not both. Nothing was changed." in both.stdout, show(both)
+
     play_ok(
         inventory,
         "check_blob_logs.yml",

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from blobshift.blobdb import get_blob_db
 from blobshift.runfiles import utc_iso, write_json_atomic
@@ -137,13 +137,53 @@ class App:
         self.ledger.close()
 
 
+def export_manifest(state_dir: Path, out: TextIO) -> int:
+    """Write the blobs the app references now as a manifest (one JSON line each): what a
+    real app's "export blob references" command gives phase 3. The seeded ones with their
+    manifest rows, then the app's own writes not deleted since; returns the line count."""
+    live: dict[str, dict[str, Any]] = {}
+    seeded = state_dir / "manifest.jsonl"
+    if seeded.exists():
+        for line in seeded.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                live[row["blob_key"]] = row
+    ledger = state_dir / "ledger.jsonl"
+    if ledger.exists():
+        with open(ledger, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the running app's half-written last line
+                    continue
+                if not entry.get("ok"):
+                    continue
+                if entry["op"] == "write":
+                    live[entry["key"]] = {"blob_key": entry["key"]}
+                elif entry["op"] == "delete":
+                    live.pop(entry["key"], None)
+    for row in live.values():
+        out.write(json.dumps(row) + "\n")
+    return len(live)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the lab's application (load generator)")
-    parser.add_argument("--settings", type=Path, required=True)
+    parser.add_argument("--settings", type=Path)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--rate", type=float, default=20.0, help="operations per second")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--export-manifest",
+        action="store_true",
+        help="print the blobs the app references now (JSON lines, for phase 3) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.export_manifest:
+        export_manifest(args.state_dir, sys.stdout)
+        return 0
+    if args.settings is None:
+        parser.error("--settings is required to run the app")
     args.state_dir.mkdir(parents=True, exist_ok=True)
     app = App(args.settings, args.state_dir, args.rate, args.seed)
     signal.signal(signal.SIGHUP, lambda *_: app.reload.set())

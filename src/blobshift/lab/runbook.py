@@ -350,8 +350,6 @@ def phase3(rb: Runbook, report: dict[str, Any]) -> None:
         "migrate=true",
         "-e",
         f"blob_log_check_summary_file={checked}",
-        "-e",
-        f"blob_log_check_keys_from={APP_DIR / 'manifest.jsonl'}",
     )
     report["check_blob_logs"] = read_json(checked)
 
