@@ -85,6 +85,32 @@ options:
     description: Only keys that start with this prefix.
     type: str
     default: ""
+  range_plan:
+    description:
+      - A range plan (C(blobshift plan-ranges)) of the old store, the key space cut into
+        contiguous ranges; shard C(I/N) then lists only the ranges C(r) with
+        C(r % N == I), so N hosts together list each store about once (without one,
+        every shard lists the whole of both stores and keeps the keys that hash to it).
+      - The same plan for every shard of a pass. The checkpoint records the plan's digest,
+        and a pass started with another plan (or none) is refused.
+      - Not with O(keys_from) (a manifest keeps hash shards).
+    type: path
+  reverse:
+    description:
+      - Rollback (C(migrate-backend --reverse)): copy the blobs only the new store holds
+        back to the old one; the two stores of O(settings) trade places, so the limits,
+        the key probe and the missing-blob logs apply to the old store as the target.
+      - A reverse pass has run files of its own (C(migrate_backend-reverse...)) beside a
+        backfill's in O(log_dir), and its own lock.
+      - Not with O(range_plan) (a plan cuts the old store's listing; a reverse pass
+        lists the new one): hash shards only.
+    type: bool
+    default: false
+  max_chunks_ahead:
+    description:
+      - How many chunks the listing may run ahead of the oldest chunk still being copied
+        (bounded run-ahead). Unset, the engine's default.
+    type: int
   log_unfaithful_keys:
     description:
       - Before the first copy the engine writes, reads, lists and deletes probe keys of
@@ -133,6 +159,17 @@ EXAMPLES = r"""
   async: 2592000
   poll: 0
   register: backfill_job
+
+- name: Rollback, copy the new store's own blobs back to the old one, detached
+  blob_migration:
+    settings: /opt/blobshift/blob-migration-logs/rollback-localsettings.py
+    log_dir: /opt/blobshift/blob-migration-logs
+    reverse: true
+  vars:
+    ansible_python_interpreter: /opt/blobshift/venv/bin/python
+  async: 2592000
+  poll: 0
+  register: reverse_job
 
 - name: Count what a backfill would copy (dry run)
   blob_migration:
@@ -205,6 +242,10 @@ shard:
   returned: always
   type: str
   sample: "0/2"
+reverse:
+  description: Whether this was a reverse pass (O(reverse)).
+  returned: always
+  type: bool
 elapsed:
   description: Seconds the run took.
   returned: success
@@ -265,6 +306,9 @@ ARGUMENT_SPEC = dict(
     multipart_threshold=dict(type="str"),
     keys_from=dict(type="path"),
     prefix=dict(type="str", default=""),
+    range_plan=dict(type="path"),
+    reverse=dict(type="bool", default=False),
+    max_chunks_ahead=dict(type="int"),
     log_unfaithful_keys=dict(type="bool", default=False),
     metrics_file=dict(type="path"),
 )
@@ -301,6 +345,24 @@ def validate(module):
     threshold = _size_arg(module, "multipart_threshold")
     if p["keys_from"] is not None and not os.path.isfile(p["keys_from"]):
         module.fail_json(msg=f"keys_from {p['keys_from']}: no such manifest file on this host")
+    if p["range_plan"] is not None:
+        if p["reverse"]:
+            module.fail_json(
+                msg="range_plan and reverse: a range plan cuts the old store's listing and a "
+                "reverse pass lists the new one; a reverse pass takes hash shards, drop range_plan"
+            )
+        if p["keys_from"] is not None:
+            module.fail_json(
+                msg="range_plan and keys_from: a manifest is sharded by hash, not by ranges; "
+                "give one of them"
+            )
+        if not os.path.isfile(p["range_plan"]):
+            module.fail_json(
+                msg=f"range_plan {p['range_plan']}: no such file on this host (make it with "
+                "blobshift plan-ranges, or let playbooks/run_blob_migration.yml copy it)"
+            )
+    if p["max_chunks_ahead"] is not None and p["max_chunks_ahead"] < 1:
+        module.fail_json(msg=f"max_chunks_ahead={p['max_chunks_ahead']}: must be at least 1")
     if os.path.exists(p["log_dir"]) and not os.path.isdir(p["log_dir"]):
         module.fail_json(msg=f"log_dir {p['log_dir']} exists and is not a directory")
     if p["metrics_file"] and (why := check_metrics_path(Path(p["metrics_file"]), "metrics_file")):
@@ -308,37 +370,59 @@ def validate(module):
     return index, count, bwlimit, threshold
 
 
+def engine_options(module, bwlimit, threshold, index, count):
+    """The engine's options from the module's arguments."""
+    p = module.params
+    # Only what is set: an engine without range shards still runs hash-sharded backfills.
+    newer = {}
+    if p["range_plan"] is not None:
+        newer["range_plan"] = Path(p["range_plan"])
+    if p["max_chunks_ahead"] is not None:
+        newer["max_chunks_ahead"] = p["max_chunks_ahead"]
+    try:
+        return BackfillOptions(
+            log_dir=Path(p["log_dir"]),
+            chunk_size=p["chunk_size"],
+            num_workers=p["num_workers"],
+            reset=p["reset"] and not module.check_mode,
+            dry_run=module.check_mode,
+            prefix=p["prefix"],
+            keys_from=Path(p["keys_from"]) if p["keys_from"] else None,
+            shard=Shard(index, count),
+            max_rps=p["max_rps"],
+            bwlimit=bwlimit,
+            copy=CopyOptions() if threshold is None else CopyOptions(multipart_threshold=threshold),
+            reverse=p["reverse"],
+            log_unfaithful_keys=p["log_unfaithful_keys"],
+            metrics_file=Path(p["metrics_file"]) if p["metrics_file"] else None,
+            **newer,
+        )
+    except TypeError:
+        module.fail_json(
+            msg=f"the engine on this host ({ENGINE_VERSION}) does not know "
+            f"{', '.join(sorted(newer))}: install this checkout's engine (roles/blobshift_engine)"
+        )
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     require_engine(module)
     p = module.params
     index, count, bwlimit, threshold = validate(module)
-    paths = shard_paths(p["log_dir"], index, count)
+    paths = shard_paths(p["log_dir"], index, count, p["reverse"])
     base = dict(
         shard=f"{index}/{count}",
+        reverse=p["reverse"],
         status_path=paths["status"],
         checkpoint_path=paths["checkpoint"],
     )
     settings = load_engine_settings(module, p["settings"])
-    options = BackfillOptions(
-        log_dir=Path(p["log_dir"]),
-        chunk_size=p["chunk_size"],
-        num_workers=p["num_workers"],
-        reset=p["reset"] and not module.check_mode,
-        dry_run=module.check_mode,
-        prefix=p["prefix"],
-        keys_from=Path(p["keys_from"]) if p["keys_from"] else None,
-        shard=Shard(index, count),
-        max_rps=p["max_rps"],
-        bwlimit=bwlimit,
-        copy=CopyOptions() if threshold is None else CopyOptions(multipart_threshold=threshold),
-        log_unfaithful_keys=p["log_unfaithful_keys"],
-        metrics_file=Path(p["metrics_file"]) if p["metrics_file"] else None,
-    )
+    options = engine_options(module, bwlimit, threshold, index, count)
     out = capture_output()
+    what = "reverse pass" if p["reverse"] else "backfill"
     result = run_engine(
         module,
-        f"backfill of shard {index}/{count} with {p['settings']}",
+        f"{what} of shard {index}/{count} with {p['settings']}",
         Backfill(settings, options, out).run(),
         out,
         **base,
@@ -365,7 +449,7 @@ def main():
     if result.exit_code == RC_STOPPED:
         module.fail_json(
             msg=(
-                f"backfill of shard {index}/{count} was stopped (SIGTERM/SIGINT) after "
+                f"{what} of shard {index}/{count} was stopped (SIGTERM/SIGINT) after "
                 f"copying {counts['copied']} blobs; progress is saved in "
                 f"{paths['checkpoint']}: run it again to resume"
             ),

@@ -20,7 +20,13 @@ from modtest import OLD_KEYS, REPO, VENV_BIN, load_module, store_dict, write_set
 
 from blobshift.runfiles import RunPaths
 
-MODULES = ("blob_migration", "blob_log_check", "blob_migration_verify", "blob_migration_info")
+MODULES = (
+    "blob_migration",
+    "blob_log_check",
+    "blob_migration_verify",
+    "blob_migration_info",
+    "blob_migration_poll",
+)
 
 
 def run_module(name: str, args: dict, capsys, *, check_mode: bool = False) -> dict:
