@@ -253,6 +253,11 @@ def assert_runbook_passed(report: dict, code: int, out: str, blobs: int, tmp_pat
     assert external_references(text) == []
     assert 'id="verify-verdict"><span class="tag ok">clean<' in text
     assert f">{report['blobs_in_old_at_start']:,}<" in text
+    # The backfill listed by a range plan made for this migration (phase 1 put the last
+    # run's aside): made after this run started, kept on the controller.
+    plan = report["backfill"]["range_plan"]
+    assert plan["ranges"] >= 2 and plan["created"] >= report["started"]
+    assert Path(plan["file"]).is_file()
     assert report["backfill_samples"]  # the progress sampled during phase 2
     assert report["backfill_samples"][-1]["copied"] == report["backfill"]["totals"]["copied"]
     # Readiness from the proxy's store log: red over the backfill (the app's reads of blobs
