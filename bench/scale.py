@@ -55,11 +55,12 @@ STATS_POLL = 0.02  # seconds between looks at the endpoint's counts while a run 
 @dataclass(frozen=True)
 class Config:
     keys: tuple[int, ...]  # key counts of the 1-host runs (RSS flat across them)
-    shard_keys: int  # key count of the resume, N-host and rclone runs
+    shard_keys: int  # key count of the resume and hash-shard runs
+    range_keys: int  # key count of the range-plan runs (the planner's budget is a share of it)
     hosts: tuple[int, ...]  # range-plan runs
     hash_hosts: tuple[int, ...]  # hash-shard runs
     ranges: int  # ranges of a plan (more than hosts)
-    sample_requests: int  # the planner's budget of LIST requests
+    sample_requests: int | None  # the planner's budget of LIST requests (None: its default)
     miss_every: int
     workers: int
     rclone_keys: tuple[int, ...]
@@ -137,6 +138,11 @@ class Multi:
 
     def copied(self) -> int:
         return sum(r.counts["PUT missing"] for r in self.runs)
+
+    @property
+    def balance(self) -> float:
+        """The busiest host's share of the keys, over an even share (1.00: even)."""
+        return max(r.merged for r in self.runs) * self.hosts / self.keys
 
 
 @dataclass
@@ -280,7 +286,8 @@ class Bench:
             before = server.counts()
             argv = [str(BIN / "blobshift"), "plan-ranges", "--settings", str(settings)]
             argv += ["--ranges", str(self.cfg.ranges), "--out", str(plan_file)]
-            argv += ["--sample-requests", str(self.cfg.sample_requests)]
+            if self.cfg.sample_requests is not None:
+                argv += ["--sample-requests", str(self.cfg.sample_requests)]
             done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 raise RuntimeError(f"plan-ranges exited {done.returncode}: {done.stderr[-2000:]}")
@@ -312,7 +319,8 @@ class Bench:
     # -- the whole bench --------------------------------------------------------------------
 
     def run_all(self) -> None:
-        for n in sorted({*self.cfg.keys, self.cfg.shard_keys, *self.cfg.rclone_keys}):
+        every = {*self.cfg.keys, self.cfg.shard_keys, self.cfg.range_keys, *self.cfg.rclone_keys}
+        for n in sorted(every):
             log = self.work / f"synthetic-{n}.log"
             with SyntheticServer(HOST, n, self.cfg.miss_every, log) as server:
                 print(f"== {n:,} keys (synthetic S3 on {server.url})", flush=True)
@@ -327,6 +335,7 @@ class Bench:
                     server.reset()
                     for hosts in self.cfg.hash_hosts:
                         self.hash_shards(server, hosts)
+                if n == self.cfg.range_keys:
                     for hosts in self.cfg.hosts:
                         if self.range_shards(server, hosts) is None:
                             self.notes.append(
@@ -468,23 +477,30 @@ def tables(bench: Bench) -> list[str]:
             f"{hi.m.rss_mb:.0f} MB ({_ratio(hi.m.rss_mb, lo.m.rss_mb)}x for "
             f"{hi.keys // lo.keys}x the keys).",
         ]
-    one = next((r for r in bs if r.keys == (bench.multis[0].keys if bench.multis else 0)), None)
-    if bench.multis and one is not None:
+    # Each N-host run against the one-host run over the same key space.
+    ones = {r.keys: r for r in bs}
+    multis = [m for m in bench.multis if m.keys in ones]
+    if multis:
         lines += [
             "",
-            "| hosts | split | LIST/1,000 old (total) | vs 1 host | LIST/1,000 new (total) "
-            "| vs 1 host | planner LISTs | copies |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| 1 | - | {one.per_1000('old'):.2f} | 1.00 | {one.per_1000('new'):.2f} | 1.00 "
-            f"| 0 | {one.counts['PUT missing']:,} |",
+            "| keys | hosts | split | LIST/1,000 old (total) | vs 1 host | LIST/1,000 new (total) "
+            "| vs 1 host | planner LISTs | busiest host's keys vs an even share | copies |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for m in bench.multis:
+        for n in sorted({m.keys for m in multis}):
+            one = ones[n]
             lines.append(
-                f"| {m.hosts} | {m.mode} | {m.per_1000('old'):.2f} "
-                f"| {_ratio(m.lists('old'), one.lists('old'))} | {m.per_1000('new'):.2f} "
-                f"| {_ratio(m.lists('new'), one.lists('new'))} "
-                f"| {m.planner['LIST old'] + m.planner['LIST new']} | {m.copied():,} |"
+                f"| {n:,} | 1 | - | {one.per_1000('old'):.2f} | 1.00 | {one.per_1000('new'):.2f} "
+                f"| 1.00 | 0 | 1.00 | {one.counts['PUT missing']:,} |"
             )
+            for m in (m for m in multis if m.keys == n):
+                lines.append(
+                    f"| {n:,} | {m.hosts} | {m.mode} | {m.per_1000('old'):.2f} "
+                    f"| {_ratio(m.lists('old'), one.lists('old'))} | {m.per_1000('new'):.2f} "
+                    f"| {_ratio(m.lists('new'), one.lists('new'))} "
+                    f"| {m.planner['LIST old'] + m.planner['LIST new']} | {m.balance:.2f} "
+                    f"| {m.copied():,} |"
+                )
         notes = {m.planner_note for m in bench.multis if m.planner_note}
         lines += [f"\nRange plans: {n}." for n in sorted(notes)]
     for res in bench.resumes:
@@ -534,6 +550,7 @@ def build_config(args: argparse.Namespace) -> Config:
         return Config(
             keys=(50_000,),
             shard_keys=50_000,
+            range_keys=50_000,
             hosts=(2,),
             hash_hosts=(),
             ranges=4,
@@ -548,10 +565,13 @@ def build_config(args: argparse.Namespace) -> Config:
     return Config(
         keys=(1_000_000, 10_000_000),
         shard_keys=1_000_000,
-        hosts=(1, 2, 4),
+        # At 10M keys the planner's default budget (192 LISTs for 16 ranges) is 2% of a
+        # listing; at 1M it would be 19%.
+        range_keys=10_000_000,
+        hosts=(2, 4),
         hash_hosts=(2, 4),
         ranges=16,
-        sample_requests=32,
+        sample_requests=None,
         miss_every=args.miss_every,
         workers=args.workers,
         rclone_keys=(1_000_000,) + ((10_000_000,) if args.rclone_10m else ()),

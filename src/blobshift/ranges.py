@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import json
 import string
 from collections.abc import Awaitable, Callable
@@ -151,13 +152,23 @@ class RangePlan:
 # is a printable key). The gap with the largest estimate is probed at its middle, until
 # the budget is spent or no gap is left; the split points are the sampled keys nearest
 # each quantile. Deterministic: the same listing gives the same plan.
+#
+# Key families (the keys up to their first "/" after the prefix: "a/", "blobs/") of
+# different shapes share a bucket, so each family is sampled on its own scale (its own
+# alphabets and probes), found first by skipping from each family to the next (one
+# request each). Widths over-count where keys fill few of the positions they span (each
+# dated folder holding a narrow run of sequential hex names: a millionfold), about
+# evenly within a family but not across families: a family with folders is counted by
+# a sample path (_Planner.walk: subfolders counted by skipping, down to one folder of
+# keys counted in full), and its gap estimates scaled so it holds that count.
 
 PAGE_KEYS = 1000
 # Depths a position reads (keys that share more count as one point: S3 keys are at most
 # 1024 bytes).
 POSITION_DIGITS = 256
-# A gap's estimate is capped here (a width over positions that count as one point).
-MAX_ESTIMATE = 1e15
+# A gap's estimate is capped here (a width over positions that count as one point): far
+# above any real count, so a family's count (see _Sampler.gaps) can scale it down.
+MAX_ESTIMATE = 1e250
 # Probes sent at once (the gaps with the largest estimates): the sample's wall time.
 PARALLEL_PROBES = 8
 # Sampled keys kept at most (as candidate split points, every n-th of each page when the
@@ -172,6 +183,13 @@ EXTRA_DIGITS = 2
 # (see _Sampler.jump): a page of 1000 hex keys shares about log16(keys / 1000) more.
 JUMP_DEPTHS = 12
 TOP = "\U0010ffff"  # sorts after every character
+# Families found one request each, at most this many (and a quarter of the budget):
+# beyond, or where keys have no "/" after the prefix, the listing is one family.
+MAX_FAMILIES = 64
+# A sample path (see _Planner.walk) counts a folder's subfolders up to this many, and
+# the keys of the folder it ends in up to this many pages.
+MAX_CHILDREN = 40
+MAX_LEAF_PAGES = 4
 
 # (start_after, max_keys) -> (keys after start_after in UTF-8 byte order, truncated?)
 Lister = Callable[[str, int], Awaitable[tuple[list[str], bool]]]
@@ -179,8 +197,9 @@ Lister = Callable[[str, int], Awaitable[tuple[list[str], bool]]]
 
 def default_budget(ranges: int) -> int:
     """List requests a plan of `ranges` may spend by default (a full listing of 100M keys
-    is 100,000)."""
-    return 64 + 8 * ranges
+    is 100,000). At least 192: on key families of different shapes fewer left 4 hosts
+    1.5-1.9x their even share, 192 and more 1.05-1.12x (synthetic_s3.KeySpace, 1M-10M)."""
+    return max(192, 64 + 8 * ranges)
 
 
 @dataclass(frozen=True)
@@ -190,8 +209,9 @@ class Sample:
     bounds: tuple[str, ...]
     requests: int
     sampled_keys: int
-    estimated_keys: int
+    estimated_keys: int  # sampled keys plus the (calibrated) estimates of the gaps
     exact: bool  # the whole listing was seen: counts are exact
+    families: int = 1  # key families sampled each on its own scale
 
 
 @dataclass
@@ -243,7 +263,10 @@ def _filled(seen: list[str], refuted: set[str]) -> set[str]:
     seen; a class of letters where two of it are (not one: a name's letters)."""
     out = set(seen)
     if _DIGITS.intersection(seen):
-        out |= _HEX - refuted if len(seen) <= FEW_SEEN else _HEX
+        if len(seen) <= FEW_SEEN:
+            out |= _HEX - refuted
+        else:  # many digits and no hex letter among them: decimals (zero-padded numbers)
+            out |= _HEX if _HEX.difference(_DIGITS).intersection(seen) else _DIGITS
     for group in _LETTER_CLASSES:
         if len(group.intersection(seen)) >= 2:
             out |= group
@@ -264,12 +287,10 @@ def _after(ch: str) -> str:
 
 
 class _Sampler:
-    def __init__(self, lister: Lister, prefix: str, budget: int, page: int) -> None:
-        self.lister = lister
+    """The probes of one key family (every key starting with `prefix`) and its scale."""
+
+    def __init__(self, prefix: str, budget: int, page: int) -> None:
         self.prefix = prefix
-        self.budget = budget
-        self.page = page
-        self.requests = 0
         self.stride = max(1, budget * page // MAX_KEPT)
         self.probes: list[_Probe] = []
         # Per depth after the prefix, the printable characters seen there in sampled keys
@@ -283,6 +304,9 @@ class _Sampler:
         self.slots: list[list[str]] = []
         self.weights: list[int] = []  # a digit's weight per depth
         self.end = 1  # the position past every key
+        # One folder per depth on the family's sample path (see _Planner.walk), and the
+        # keys each holds, the family first (empty: not counted; see gaps).
+        self.path: list[tuple[str, float]] = []
 
     def learn(self, keys: list[str], start: str = "", first: str | None = None) -> None:
         """Add the keys' characters to the alphabets; where one grows, every position moves.
@@ -293,6 +317,8 @@ class _Sampler:
         grew = False
         skip = len(self.prefix)
         part = len(_common(start, first)) if first is not None else skip - 1
+        if not start.startswith(self.prefix):
+            part = len(start)  # a start below the family: its characters are another's
         for e in range(max(part + 1, skip), min(len(start), skip + POSITION_DIGITS)):
             while e - skip >= len(self.refuted):
                 self.alphabets.append([])
@@ -337,10 +363,6 @@ class _Sampler:
         probe.first = probe.lo if probe.first_key is None else self.pos(probe.first_key)
         probe.hi = probe.lo if probe.last is None else self.pos(probe.last)
 
-    async def probe(self, start_after: str, max_keys: int) -> tuple[list[str], bool]:
-        self.requests += 1
-        return await self.lister(start_after, max_keys)
-
     def pos(self, key: str) -> int:
         """Where `key` (or a probe string) lies: comparable while the alphabets stay."""
         if not key.startswith(self.prefix):
@@ -370,7 +392,19 @@ class _Sampler:
         self.place(probe)
         return probe
 
-    def insert(self, start: str, keys: list[str], truncated: bool) -> None:
+    def take(self, start: str, keys: list[str], truncated: bool) -> _Probe:
+        """A page of the listing after `start`: its keys in this family, as a probe."""
+        inside = len(keys)
+        while inside and not keys[inside - 1].startswith(self.prefix):
+            inside -= 1  # keys past the family: it ends before them
+        if inside < len(keys):
+            keys, truncated = keys[:inside], False
+        if not self.probes:
+            self.probes = [self.make_probe(start, keys, truncated)]
+            return self.probes[0]
+        return self.insert(start, keys, truncated)
+
+    def insert(self, start: str, keys: list[str], truncated: bool) -> _Probe:
         """A probe's answer, into the sorted probes. Every probe asks for a full page, so
         keys it returns beyond the next probe's start are that probe's (or lie in gaps
         already known empty): they are dropped and the gap between the two is closed."""
@@ -386,11 +420,23 @@ class _Sampler:
         if before.last == start:
             before.joined = True
         self.probes.insert(at, probe)
+        return probe
 
     def gaps(self) -> list[float | None]:
         """Estimated keys between each probe and the next one (or the end); None: known.
-        A gap's width times its neighbours' mean density (the sample's where neither
-        holds enough keys to tell)."""
+        By width and density, on the family's scale: where a sample path counted the
+        family (about: see _Planner.walk), the gaps hold what the probes did not see."""
+        raw = self.raw_gaps()
+        if not self.path:
+            return raw
+        unseen = self.path[0][1] - sum(p.n for p in self.probes)
+        total = sum(est for est in raw if est is not None)
+        scale = unseen / total if unseen > 0 and total > 0 else 1.0
+        return [None if est is None else est * scale for est in raw]
+
+    def raw_gaps(self) -> list[float | None]:
+        """Gaps' estimates by width alone: a gap's width times its neighbours' mean
+        density (the sample's where neither holds enough keys to tell)."""
         dense = [p for p in self.probes if p.n >= 2]
         keys, span = sum(p.n - 1 for p in dense), sum(p.hi - p.first for p in dense)
         out: list[float | None] = []
@@ -417,16 +463,22 @@ class _Sampler:
         outer = len(_common(probe.last or probe.start, nxt.start if nxt else self.prefix))
         if probe.n < 2 or len(shared) - outer < JUMP_DEPTHS:
             return None
-        text = shared[: (outer + len(shared)) // 2] + TOP
+        cut = (outer + len(shared)) // 2
+        skip = len(self.prefix)
+        if any(len(seen) > 1 for seen in self.seen[max(outer - skip, 0) : cut - skip]):
+            return None  # the keys vary there (dated folders): a midpoint finds their scale
+        text = shared[:cut] + TOP
         low = probe.last or probe.start
         return text if low < text and (nxt is None or text < nxt.start) else None
 
-    def midpoint(self, i: int) -> str:
-        """A probe string in the middle of gap i (its low end when none fits between)."""
+    def midpoint(self, i: int, part: int = 1, parts: int = 2) -> str:
+        """A probe string `part`/`parts` of the way across gap i (its middle by default;
+        its low end when none fits between)."""
         probe = self.probes[i]
         nxt = self.probes[i + 1] if i + 1 < len(self.probes) else None
         low = probe.last if probe.last is not None else probe.start
-        mid = (probe.hi + (self.end if nxt is None else nxt.lo)) // 2
+        top = self.end if nxt is None else nxt.lo
+        mid = probe.hi + (top - probe.hi) * part // parts
         # The middle's first digits, EXTRA_DIGITS past the shortest prefix inside the gap
         # (a probe at that prefix would start low in every region: depths seen only low
         # would never be sampled high).
@@ -445,22 +497,147 @@ class _Sampler:
                     break
         return found or low
 
+
+class _Planner:
+    """Finds the key families, then probes the largest gaps of any family."""
+
+    def __init__(self, lister: Lister, prefix: str, budget: int, page: int) -> None:
+        self.lister = lister
+        self.prefix = prefix
+        self.budget = budget
+        self.page = page
+        self.requests = 0
+        self.families: list[_Sampler] = []
+
+    async def fetch(self, start_after: str) -> tuple[list[str], bool]:
+        self.requests += 1
+        return await self.lister(start_after, self.page)
+
+    def family_of(self, key: str) -> str | None:
+        cut = key.find("/", len(self.prefix))
+        return None if cut < 0 else key[: cut + 1]
+
+    async def discover(self) -> None:
+        """A page at the listing's start, then one past each family found, until the
+        listing ends: each page starts the families it holds."""
+        pages: list[tuple[str, list[str], bool]] = []
+        names: list[str] = []
+        start, loose = "", False
+        most = min(MAX_FAMILIES, max(2, self.budget // 4))
+        while True:
+            keys, truncated = await self.fetch(start)
+            pages.append((start, keys, truncated))
+            found = [self.family_of(k) for k in keys]
+            loose = None in found
+            names += [f for f in dict.fromkeys(found) if f is not None and f not in names]
+            if loose or not truncated or self.requests >= self.budget or len(names) >= most:
+                break
+            start = names[-1] + TOP
+        if loose or not names or (truncated and len(names) >= most):
+            self.families = [_Sampler(self.prefix, self.budget, self.page)]
+            for start, keys, truncated in pages:
+                self.families[0].take(start, keys, truncated)
+            return
+        own = {name: _Sampler(name, self.budget, self.page) for name in names}
+        self.families = list(own.values())
+        for start, keys, truncated in pages:
+            low = 0
+            for high in range(1, len(keys) + 1):  # runs of one family's keys
+                if high < len(keys) and keys[high].startswith(str(self.family_of(keys[low]))):
+                    continue
+                after = start if low == 0 else keys[low - 1]
+                more = truncated if high == len(keys) else False
+                own[str(self.family_of(keys[low]))].take(after, keys[low:high], more)
+                low = high
+
+    async def walk(self, family: _Sampler, spend: int) -> None:
+        """The family's sample path: from the family down, a folder's subfolders found
+        by skipping from each to the next (each a sampled page too), into the middle one,
+        down to a folder of keys only, counted in full. A folder holds its subfolders'
+        count times the one counted below: dated folders hold about equal counts.
+        Requests stop at `spend`: a path not finished by then counts nothing."""
+        folder, path = family.prefix, list[tuple[str, int]]()
+        while True:
+            children: list[str] = []
+            start, direct, pages, closed = folder, 0, 0, False
+            while (
+                self.requests < spend
+                and len(children) <= MAX_CHILDREN
+                and (not direct or pages < MAX_LEAF_PAGES)
+            ):
+                keys, truncated = await self.fetch(start)
+                pages += 1
+                family.take(start, keys, truncated)
+                inside = [k for k in keys if k.startswith(folder)]
+                for key in inside:
+                    cut = key.find("/", len(folder))
+                    if cut < 0:
+                        direct += 1
+                    elif not children or children[-1] != key[: cut + 1]:
+                        children.append(key[: cut + 1])
+                if len(inside) < len(keys) or not truncated:
+                    closed = True
+                    break
+                last = inside[-1]
+                start = children[-1] + TOP if children and last.startswith(children[-1]) else last
+            if not closed or (direct and children) or not (direct or children):
+                return  # too big to count, or keys beside subfolders: no path
+            if direct:
+                break
+            path.append((folder, len(children)))
+            folder = children[len(children) // 2]
+        held = float(direct)
+        family.path = [(folder, held)]
+        for name, count in reversed(path):
+            held *= count
+            family.path.insert(0, (name, held))
+
     async def run(self) -> None:
-        keys, truncated = await self.probe("", self.page)
-        self.probes = [self.make_probe("", keys, truncated)]
+        await self.discover()
+        spend = self.requests + self.budget // 3  # for the sample paths, at most
+        for family in self.families:
+            first = family.probes[0].first_key or ""
+            if family.prefix != self.prefix and "/" in first[len(family.prefix) :]:
+                await self.walk(family, spend)  # it has folders
         while self.requests < self.budget:
-            gaps = [(est, i) for i, est in enumerate(self.gaps()) if est is not None]
+            gaps = [
+                (est, f, i)
+                for f, family in enumerate(self.families)
+                for i, est in enumerate(family.gaps())
+                if est is not None
+            ]
             if not gaps:
                 return
-            gaps.sort(key=lambda g: (-g[0], g[1]))
-            picks = gaps[: min(PARALLEL_PROBES, self.budget - self.requests)]
-            starts = [self.jump(i) or self.midpoint(i) for _, i in picks]
-            pages = await asyncio.gather(*(self.probe(s, self.page) for s in starts))
-            for start, (got, more) in zip(starts, pages, strict=True):
-                self.insert(start, got, more)
-
-    def _last_with_keys(self) -> int:
-        return max(i for i, p in enumerate(self.probes) if p.n)
+            # Probes go to the gaps with the largest estimates, several (spread across it)
+            # to one each still PARALLEL_PROBES times any other family's largest: a family
+            # of one gap (decimals whose end is not found yet) is not found out one probe
+            # per round, while the others wait.
+            best = [0.0] * len(self.families)
+            for est, f, _ in gaps:
+                best[f] = max(best[f], est)
+            shares: dict[tuple[int, int], int] = {}
+            heap = [(-est, f, i, est) for est, f, i in gaps]
+            heapq.heapify(heap)
+            for _ in range(min(PARALLEL_PROBES, self.budget - self.requests)):
+                if not heap:
+                    break
+                _, f, i, est = heapq.heappop(heap)
+                shares[f, i] = shares.get((f, i), 0) + 1
+                others = max((b for g, b in enumerate(best) if g != f), default=float("inf"))
+                if est / (shares[f, i] + 1) > others / PARALLEL_PROBES:
+                    heapq.heappush(heap, (-est / (shares[f, i] + 1), f, i, est))
+            starts: list[tuple[_Sampler, str]] = []
+            for (f, i), parts in sorted(shares.items()):
+                family = self.families[f]
+                jump = family.jump(i) if parts == 1 else None
+                if jump is not None:
+                    starts.append((family, jump))
+                    continue
+                texts = dict.fromkeys(family.midpoint(i, k, parts + 1) for k in range(1, parts + 1))
+                starts += [(family, text) for text in texts]
+            pages = await asyncio.gather(*(self.fetch(start) for _, start in starts))
+            for (family, start), (keys, more) in zip(starts, pages, strict=True):
+                family.take(start, keys, more)
 
     def split(self, ranges: int) -> Sample:
         """Sampled keys whose estimated cumulative rank is nearest each r/ranges."""
@@ -468,15 +645,17 @@ class _Sampler:
         keys: list[str] = []
         total = 0.0
         exact = True
-        gaps = self.gaps()
-        for probe, est in zip(self.probes, gaps, strict=True):
+        probes = [p for family in self.families for p in family.probes]
+        gaps = [est for family in self.families for est in family.gaps()]
+        for probe, est in zip(probes, gaps, strict=True):
             ranks += [total + r for r, _ in probe.kept]
             keys += [k for _, k in probe.kept]
             total += probe.n
             if est is not None:
                 total += est
                 exact = False
-        if keys and all(est is None for est in gaps[self._last_with_keys() :]):
+        last = max((i for i, p in enumerate(probes) if p.n), default=0)
+        if keys and all(est is None for est in gaps[last:]):
             # A bound at the listing's (known) last key would leave the last range empty.
             ranks.pop()
             keys.pop()
@@ -494,9 +673,10 @@ class _Sampler:
         return Sample(
             bounds=tuple(bounds),
             requests=self.requests,
-            sampled_keys=sum(p.n for p in self.probes),
+            sampled_keys=sum(p.n for p in probes),
             estimated_keys=round(total),
             exact=exact,
+            families=len(self.families),
         )
 
 
@@ -508,9 +688,9 @@ async def sample_bounds(
     Fewer distinct keys than ranges give fewer ranges."""
     if ranges < 1 or budget < 1:
         raise ValueError("ranges and budget must be at least 1")
-    sampler = _Sampler(lister, prefix, budget, page)
-    await sampler.run()
-    return sampler.split(ranges)
+    planner = _Planner(lister, prefix, budget, page)
+    await planner.run()
+    return planner.split(ranges)
 
 
 async def plan_ranges(client: S3Client, prefix: str, ranges: int, budget: int) -> RangePlan:

@@ -34,7 +34,7 @@ EPILOG = f"""examples:
       --range-plan plan.json --shard 0/4
 
 Samples the listing of the OLD store (OLD_S3_BLOB_DB_SETTINGS) with at most
---sample-requests LIST requests (default 64 + 8 per range; a full listing of 100M keys
+--sample-requests LIST requests (default 64 + 8 per range, at least 192; a full listing of 100M keys
 takes 100,000) and writes the split points of ranges of about equal key counts. Reads no
 object, writes nothing to any store. Make the plan once, before the pass starts: a
 backfill refuses a plan that changed under it, so an existing plan is kept unless --force.
@@ -80,7 +80,7 @@ def add_parser(sub: Any, positive_int: Callable[[str], int]) -> None:
         "--sample-requests",
         type=positive_int,
         metavar="N",
-        help="at most N LIST requests of 1000 keys (default 64 + 8 x R)",
+        help="at most N LIST requests of 1000 keys (default 64 + 8 x R, at least 192)",
     )
     p.add_argument(
         "--out", type=Path, required=True, metavar="PLAN.json", help="where to write the plan"
