@@ -40,9 +40,27 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-test: lint lint-runbook pytest bench-smoke test-ansible test-modules reliability-doc
+# `make test` runs three lanes side by side, which share no port, directory or server: the
+# lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
+# with the smoke bench, and the Ansible side. Each lane's output is printed when it ends.
+LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
+test: lint lint-runbook $(BENCH_STAMP)
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-lab test-engine test-playbooks
+	$(MAKE) --no-print-directory reliability-doc
 
-# docs/RELIABILITY.md, from the battery's figures the three pytest runs above recorded in
+.PHONY: test-lab test-engine test-playbooks
+test-lab: deps
+	BLOBSHIFT_EVIDENCE_SUITE=lab $(BIN)/pytest -q $(LAB_TESTS)
+
+test-engine: deps
+	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules $(addprefix --ignore=,$(LAB_TESTS))
+	$(MAKE) --no-print-directory bench-smoke
+
+test-playbooks: deps
+	$(MAKE) --no-print-directory test-ansible
+	$(MAKE) --no-print-directory test-modules
+
+# docs/RELIABILITY.md, from the battery's figures the four pytest runs above recorded in
 # build/reliability/ (tests marked `reliability`) and from the soak runs' history.
 .PHONY: reliability-doc
 reliability-doc: $(STAMP)
@@ -70,12 +88,12 @@ test-ansible: deps
 # (production) of their YAML, ansible-doc of every module, then tests/modules/ (module unit
 # tests and ansible-playbook runs on two SeaweedFS, 127.0.0.2:19700 and 127.0.0.3:19720).
 MODULES_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
-MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info blobshift_env_transition
-MODULES_YAML := playbooks/run_blob_migration.yml playbooks/blob_migration_status.yml playbooks/check_blob_logs.yml playbooks/verify_blob_migration.yml roles/blobshift_engine
+MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info blob_migration_poll blobshift_env_transition
+MODULES_YAML := playbooks/run_blob_migration.yml playbooks/rollback_reverse_pass.yml playbooks/blob_migration_status.yml playbooks/tasks playbooks/check_blob_logs.yml playbooks/verify_blob_migration.yml roles/blobshift_engine
 .PHONY: test-modules
 test-modules: deps
-	$(BIN)/ruff check library module_utils tests/modules
-	$(BIN)/ruff format --check library module_utils tests/modules
+	$(BIN)/ruff check library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
+	$(BIN)/ruff format --check library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
 	$(MODULES_ENV) $(BIN)/yamllint -s $(MODULES_YAML) tests/modules/install_engine.yml
 	$(MODULES_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(MODULES_YAML)
 	@for m in $(MODULES); do $(MODULES_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
@@ -101,6 +119,13 @@ bench: $(BENCH_STAMP)
 
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python bench/backfill_vs_rclone.py --smoke
+
+# The scale benchmark (issue 14, ~10 min): blobshift and rclone against a synthetic S3
+# endpoint of 1M and 10M keys (blobshift.lab.synthetic_s3); appends to bench/RESULTS.md.
+# Its small form (50k keys) is tests/test_bench_scale.py, in `pytest`.
+.PHONY: bench-scale
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
 
 # The whole runbook on the local lab (playbooks/lab.yml and the five phase playbooks).
 demo: deps

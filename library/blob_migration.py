@@ -97,13 +97,13 @@ options:
     type: path
   reverse:
     description:
-      - Rollback (C(migrate-backend --reverse)): copy the blobs only the new store holds
+      - Rollback, as C(migrate-backend --reverse) does, copy the blobs only the new store holds
         back to the old one; the two stores of O(settings) trade places, so the limits,
         the key probe and the missing-blob logs apply to the old store as the target.
       - A reverse pass has run files of its own (C(migrate_backend-reverse...)) beside a
         backfill's in O(log_dir), and its own lock.
       - Not with O(range_plan) (a plan cuts the old store's listing; a reverse pass
-        lists the new one): hash shards only.
+        lists the new one), hash shards only.
     type: bool
     default: false
   max_chunks_ahead:

@@ -28,6 +28,12 @@ options:
     description: The shard, C(I/N) (0-based). C(0/1) for an unsharded backfill.
     type: str
     default: "0/1"
+  reverse:
+    description:
+      - Read the shard's rollback reverse pass (M(blob_migration) with C(reverse=true)),
+        whose run files (C(migrate_backend-reverse...)) are its own, instead of its backfill.
+    type: bool
+    default: false
 notes:
   - The lock test takes a shared lock without waiting and drops it at once; a running
     backfill holds an exclusive lock, so it is never disturbed.
@@ -108,6 +114,10 @@ shard:
   description: The shard, as C(I/N).
   returned: always
   type: str
+reverse:
+  description: Whether these are the run files of a reverse pass (O(reverse)).
+  returned: always
+  type: bool
 running_shards:
   description:
     - Every shard of O(log_dir), whatever O(shard) says (backfill shards and rollback
@@ -150,6 +160,7 @@ from ansible.module_utils.blobshift_runstate import read_shard, running_shards
 ARGUMENT_SPEC = dict(
     log_dir=dict(type="path", required=True),
     shard=dict(type="str", default="0/1"),
+    reverse=dict(type="bool", default=False),
 )
 
 
@@ -160,8 +171,7 @@ def main():
         index, count = parse_shard(p["shard"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    info = read_shard(p["log_dir"], index, count)
-    info.pop("reverse")
+    info = read_shard(p["log_dir"], index, count, p["reverse"])
     exists, writable, free = dir_space(p["log_dir"])
     module.exit_json(
         changed=False,

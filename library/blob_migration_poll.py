@@ -46,6 +46,10 @@ options:
         description: Directory on the controller for the shard's checkpoint and status file.
         type: path
         required: true
+      reverse:
+        description: The job is a rollback reverse pass (its own run files, M(blob_migration_info)).
+        type: bool
+        default: false
   delay:
     description: Seconds between polls.
     type: float
@@ -107,6 +111,7 @@ ARGUMENT_SPEC = dict(
             jid=dict(type="str", required=True),
             shard=dict(type="str", required=True),
             fetch_to=dict(type="path", required=True),
+            reverse=dict(type="bool", default=False),
         ),
     ),
     delay=dict(type="float", default=30),

@@ -125,7 +125,11 @@ class ActionModule(ActionBase):
         the controller; the paths written."""
         info = self._execute_module(
             module_name="blob_migration_info",
-            module_args={"log_dir": log_dir, "shard": job["shard"]},
+            module_args={
+                "log_dir": log_dir,
+                "shard": job["shard"],
+                "reverse": bool(job.get("reverse")),
+            },
             task_vars=task_vars,
         )
         if info.get("failed"):

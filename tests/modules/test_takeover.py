@@ -14,14 +14,15 @@ import re
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import contents, md5s, random_blobs, seed
-from modtest import NEW_KEYS, OLD_KEYS, REPO, _load, load_module, show
+from modtest import REPO, _load, load_module, show
 from test_modules import run_module
+from test_playbooks import no_secret, wait_for
+from test_playbooks import play_ok as backfill_ok
 
 from blobshift.ranges import RangePlan
 from blobshift.runfiles import Checkpoint
@@ -34,26 +35,8 @@ SHARD1 = "migrate_backend-shard1of2"
 BACKFILL = ("--tags", "backfill")
 
 
-def no_secret(result) -> None:
-    for secret in (OLD_KEYS[1], NEW_KEYS[1]):
-        assert secret not in result.stdout and secret not in result.stderr
-
-
 def play_ok(inventory, *args: str):
-    result = inventory.play("run_blob_migration.yml", *args)
-    assert result.returncode == 0, show(result)
-    no_secret(result)
-    return result
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {value}")
+    return backfill_ok(inventory, "run_blob_migration.yml", *args)
 
 
 def read_json(path: Path) -> dict:

@@ -21,6 +21,7 @@ import pytest
 
 GROUPS = ("Faults", "Bad input", "Security")
 OUT_DIR_ENV = "BLOBSHIFT_EVIDENCE_DIR"
+SUITE_ENV = "BLOBSHIFT_EVIDENCE_SUITE"
 _CASES = pytest.StashKey[dict[str, dict[str, Any]]]()
 
 
@@ -99,9 +100,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     root = Path(session.config.rootpath)
     out_dir = Path(os.environ.get(OUT_DIR_ENV) or root / "build" / "reliability")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # One file per test directory, so `make test`'s three pytest runs do not overwrite each other.
+    # One file per test directory (or per lane, named by $BLOBSHIFT_EVIDENCE_SUITE), so the
+    # pytest runs of `make test` do not overwrite each other.
     args = [a for a in session.config.args if not a.startswith("-")] or ["tests"]
-    suite = Path(args[0].split("::")[0]).name or "tests"
+    suite = os.environ.get(SUITE_ENV) or Path(args[0].split("::")[0]).name or "tests"
     record = {
         "suite": suite,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -16,7 +16,7 @@ from typing import Any
 
 from blobshift.lab.evidence import GROUPS
 
-SUITES = ("tests", "ansible", "modules")
+SUITES = ("tests", "lab", "ansible", "modules")
 DOC = Path("docs/RELIABILITY.md")
 SOAK_HISTORY = Path("docs/reliability/soak.jsonl")
 BATTERY_DIR = Path("build/reliability")
