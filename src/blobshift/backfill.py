@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -63,6 +62,8 @@ from blobshift.stores import StoreError, open_stores, preflight
 
 STATUS_INTERVAL = 2.0
 UNFAITHFUL = "cannot be stored faithfully in the target store"
+# In a checkpoint's source: the range plan the pass lists by (its digest follows).
+RANGES_TAG = ":ranges="
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ class Backfill:
                 f"manifest:{self.opts.keys_from.resolve()}:{st.st_size}:prefix={self.opts.prefix}"
             )
         listing = self._listing_id()
-        return listing if self._plan is None else f"{listing}:ranges={self._plan.digest}"
+        return listing if self._plan is None else f"{listing}{RANGES_TAG}{self._plan.digest}"
 
     def _listing_id(self) -> str:
         old = self.settings.old
@@ -238,8 +239,8 @@ class Backfill:
 
     def _same_listing(self, source: str) -> bool:
         """`source` (a checkpoint's) lists the same store and prefix, by any range plan."""
-        pattern = re.escape(self._listing_id()) + r"(:ranges=[0-9a-f]+)?"
-        return self.opts.keys_from is None and re.fullmatch(pattern, source) is not None
+        listing, _, _ = source.partition(RANGES_TAG)
+        return self.opts.keys_from is None and listing == self._listing_id()
 
     def _load_plan(self) -> RangePlan | None:
         """The range plan, refused unless it cuts this run's listing (before any change)."""
@@ -301,7 +302,7 @@ class Backfill:
         # start the next with another plan, a running one must finish with its own.
         plan_changed = cp is not None and cp.source != source and self._same_listing(cp.source)
         if cp is not None and plan_changed and cp.shard == shard and not cp.complete:
-            was = cp.source.partition(":ranges=")[2] or "none"
+            was = cp.source.partition(RANGES_TAG)[2] or "none"
             now = self._plan.digest if self._plan is not None else "none"
             raise RunFileError(
                 f"the range plan changed under a running pass: checkpoint "

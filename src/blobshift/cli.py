@@ -14,6 +14,15 @@ from blobshift import __version__
 from blobshift.backfill import Backfill, BackfillOptions
 from blobshift.checklogs import LogFormatError, check_blob_logs, validate_log
 from blobshift.copy import CopyOptions
+from blobshift.exitcodes import (
+    EXIT_INCOMPLETE,
+    EXIT_IO,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_STORE,
+    EXIT_USAGE,
+)
 from blobshift.jsonout import backfill_document, emit
 from blobshift.metrics import WRITE_INTERVAL, check_metrics_path
 from blobshift.progress import Output
@@ -31,14 +40,6 @@ from blobshift.sources import ManifestError, Shard
 from blobshift.status import STALE_AFTER, StatusInputError, collect, render
 from blobshift.stores import StoreError
 from blobshift.verify import load_accept_list, report_document, summarize, verify
-
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1  # blobs logged / problems found
-EXIT_USAGE = 2  # bad input: settings, flags, manifest, checkpoint
-EXIT_STORE = 3  # a store failed its preflight
-EXIT_LOCKED = 4  # another run holds the shard's lock
-EXIT_IO = 5  # the log dir cannot be written (disk full, permissions)
-EXIT_STOPPED = 130
 
 EXIT_CODES = """exit codes:
   0    done, nothing left behind

@@ -10,19 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from blobshift.exitcodes import EXIT_IO, EXIT_OK, EXIT_STOPPED, EXIT_STORE, EXIT_USAGE
 from blobshift.jsonout import emit
 from blobshift.ranges import PARALLEL_PROBES, RangePlan, RangePlanError, default_budget, plan_ranges
 from blobshift.s3.client import S3Error
 from blobshift.s3.http import HTTPError
 from blobshift.settings import SettingsError, load_settings
 from blobshift.stores import StoreError, open_stores, preflight
-
-# The values of blobshift.cli's exit codes (that module imports this one).
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_STORE = 3
-EXIT_IO = 5
-EXIT_STOPPED = 130
 
 EPILOG = f"""examples:
   blobshift plan-ranges --settings /etc/app/localsettings.py --ranges 64 \\

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from blobshift.exitcodes import EXIT_USAGE
 from blobshift.readiness import (
     OLD_SITE,
     VERDICT_FALLBACKS,
@@ -19,7 +20,6 @@ from blobshift.readiness import (
 
 EXIT_READY = 0
 EXIT_FALLBACKS = 1
-EXIT_USAGE = 2
 EXIT_NO_READS = 3
 
 EPILOG = f"""examples:
