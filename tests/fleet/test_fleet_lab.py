@@ -11,110 +11,37 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fleetlib import ADDRESSES, BIN, INVENTORY, REPO, ansible, env, run, shell
 
 from blobshift.lab.fleet import GATEWAY, HOSTS, Fleet, FleetError
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-INVENTORY = REPO / "inventories" / "fleet"
-ADDRESSES = {h.name: h.address for h in HOSTS}
 # The controller's address outside the lab network (eth0), and one on the internet.
 OUTSIDE = ("1.1.1.1", "192.0.2.2")
 # A listener on the controller's lab address, which the hosts must reach.
 PORT = int(os.environ.get("BLOBSHIFT_TEST_PORT", "27000"))
 
-pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The environment of an ansible or ansible-playbook run from the repository root."""
-    return {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "BLOBSHIFT_VAULT_PASSWORD_FILE": str(
-            REPO / "environments" / "local" / "LAB-ONLY-vault-password.txt"
-        ),
-        "ANSIBLE_FORCE_COLOR": "0",
-        **extra,
-    }
-
-
-def _run(tool: str, *args: str) -> dict[str, dict]:
-    """Run `ansible` or `ansible-playbook` on the fleet; each host's (last) result by name.
-
-    Results come from the tree callback (one JSON file per host): ansible-core 2.19 ships
-    no JSON stdout callback without ansible.posix.
-    """
-    with tempfile.TemporaryDirectory(prefix="fleet-tree-") as tree:
-        env = _env(
-            ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
-            ANSIBLE_CALLBACK_TREE_DIR=tree,
-            ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        )
-        cmd = [str(BIN / tool), "-i", str(INVENTORY), *args]
-        proc = subprocess.run(
-            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False
-        )
-        assert proc.returncode == 0, f"{cmd}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        return {p.name: json.loads(p.read_text()) for p in Path(tree).iterdir()}
-
-
-def _ansible(*args: str, become: bool = False, hosts: str = "all") -> dict[str, dict]:
-    """One ad-hoc module on the fleet's hosts; every host must answer."""
-    results = _run("ansible", hosts, *args, *(["--become"] if become else []))
-    if hosts == "all":
-        assert set(results) == set(ADDRESSES), results
-    return results
-
-
-def _shell(command: str, become: bool = False, check: bool = True) -> dict[str, str]:
-    """A command's output on every host (stderr too with check=False, the command may fail)."""
-    if not check:
-        command = f"{command} 2>&1 || true"
-    module = "ansible.builtin.command" if check else "ansible.builtin.shell"
-    results = _ansible("-m", module, "-a", command, become=become)
-    return {name: r["stdout"].strip() for name, r in results.items()}
-
-
-@pytest.fixture(scope="session")
-def fleet() -> Iterator[Fleet]:
-    lab = Fleet()
-    started = time.monotonic()
-    lab.up()
-    print(f"\nfleet up in {time.monotonic() - started:.0f}s", flush=True)
-    try:
-        yield lab
-    finally:
-        lab.down()
-
 
 def test_ping_as_deploy(fleet: Fleet) -> None:
-    results = _ansible("-m", "ansible.builtin.ping")
+    results = ansible("-m", "ansible.builtin.ping")
     assert {n: r.get("ping") for n, r in results.items()} == dict.fromkeys(ADDRESSES, "pong")
     # As deploy, not root, without become.
-    users = {n: out.split() for n, out in _shell("sh -c 'id -un; id -u'").items()}
+    users = {n: out.split() for n, out in shell("sh -c 'id -un; id -u'").items()}
     assert {n: u[0] for n, u in users.items()} == dict.fromkeys(ADDRESSES, "deploy")
     assert "0" not in {u[1] for u in users.values()}, users
 
 
 def test_become_gives_root(fleet: Fleet) -> None:
-    assert _shell("id -u", become=True) == dict.fromkeys(ADDRESSES, "0")
+    assert shell("id -u", become=True) == dict.fromkeys(ADDRESSES, "0")
 
 
 def test_systemd_is_init(fleet: Fleet) -> None:
     script = "systemctl is-system-running; cat /proc/1/comm; systemctl is-active ssh nginx"
-    answers = {n: out.split() for n, out in _shell(script, check=False).items()}
+    answers = {n: out.split() for n, out in shell(script, check=False).items()}
     assert {n: a[0] in ("running", "degraded") for n, a in answers.items()} == dict.fromkeys(
         ADDRESSES, True
     ), answers
@@ -125,12 +52,12 @@ def test_systemd_is_init(fleet: Fleet) -> None:
 
 def test_own_hostname_address_and_root_filesystem(fleet: Fleet) -> None:
     # No default route on the internal network: `hostname -I` lists the interfaces' addresses.
-    names = {n: out.split() for n, out in _shell("sh -c 'hostname; hostname -I'").items()}
+    names = {n: out.split() for n, out in shell("sh -c 'hostname; hostname -I'").items()}
     assert names == {n: [n, a] for n, a in ADDRESSES.items()}
     # Each host its own root filesystem: a file written on one is on no other.
     marker = f"/tmp/fleet-marker-{os.getpid()}"
-    _ansible("-m", "ansible.builtin.copy", "-a", f"dest={marker} content=web1", hosts="web1")
-    results = _ansible("-m", "ansible.builtin.stat", "-a", f"path={marker}")
+    ansible("-m", "ansible.builtin.copy", "-a", f"dest={marker} content=web1", hosts="web1")
+    results = ansible("-m", "ansible.builtin.stat", "-a", f"path={marker}")
     assert {n for n, r in results.items() if r["stat"]["exists"]} == {"web1"}
 
 
@@ -165,7 +92,7 @@ def test_network_reaches_peers_not_outside(fleet: Fleet, tmp_path: Path) -> None
         f"      ansible.builtin.script: {script} {' '.join(inside + outside)}\n"
     )
     with controller:
-        results = _run("ansible-playbook", str(playbook))
+        results = run("ansible-playbook", str(playbook))
     assert set(results) == set(ADDRESSES)
     for name, result in results.items():
         seen = json.loads(result["stdout"])
@@ -174,7 +101,7 @@ def test_network_reaches_peers_not_outside(fleet: Fleet, tmp_path: Path) -> None
             error, seconds = seen[target]
             assert error != "open" and seconds < 1.0, (name, target, seen[target])
     # Not even root on a host can add a route out (no CAP_NET_ADMIN in the containers).
-    routed = _shell(f"ip route add default via {GATEWAY}", become=True, check=False)
+    routed = shell(f"ip route add default via {GATEWAY}", become=True, check=False)
     assert set(routed.values()) == {"RTNETLINK answers: Operation not permitted"}, routed
 
 
@@ -198,7 +125,7 @@ def test_transient_unit_logs_to_journal(fleet: Fleet, tmp_path: Path) -> None:
         "      delay: 1\n"
         "      changed_when: false\n"
     )
-    results = _run("ansible-playbook", str(playbook))
+    results = run("ansible-playbook", str(playbook))
     # The unit's own output (the journal has systemd's lines about the unit too).
     lines = {n: r["stdout"].splitlines() for n, r in results.items()}
     assert {n: [x for x in out if x.startswith("backfill-probe ")] for n, out in lines.items()} == {
@@ -244,7 +171,7 @@ RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 def _playbook(playbook: str, *args: str) -> dict[str, dict[str, int]]:
     """Run a playbook on the fleet; its recap by host (every run must succeed)."""
     cmd = [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), f"playbooks/{playbook}", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (
         f"{cmd}: rc {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr}"
     )
@@ -252,7 +179,7 @@ def _playbook(playbook: str, *args: str) -> dict[str, dict[str, int]]:
 
 
 def _on(host: str, command: str, become: bool = False) -> str:
-    results = _ansible("-m", "ansible.builtin.shell", "-a", command, become=become, hosts=host)
+    results = ansible("-m", "ansible.builtin.shell", "-a", command, become=become, hosts=host)
     return str(results[host]["stdout"]).strip()
 
 
