@@ -149,6 +149,21 @@ def test_a_listing_of_one_page_is_split_exactly_in_one_request() -> None:
     assert all(abs(c - 950 / 4) <= 1 for c in range_counts(keys, found.bounds))
 
 
+def test_a_family_listed_again_by_its_sample_path_counts_once() -> None:
+    # The lab's old store after a short run: 400 seeded keys, each its own one-key family,
+    # and the app's 339 under app/<16 hex>/. The sample path's first page of app/ repeats
+    # the discovery's: counted twice, the bounds went out of order (a plan refused, phase 2
+    # failed on the lab with 400 blobs).
+    rng = random.Random(7)
+    seeded = {f"{rng.getrandbits(64):016x}/{rng.getrandbits(128):032x}" for _ in range(400)}
+    app = {f"app/{rng.getrandbits(64):016x}/{rng.getrandbits(96):024x}" for _ in range(339)}
+    keys = sorted(seeded | app)
+    found = asyncio.run(sample_bounds(lister_for(keys), "", 4, default_budget(4)))
+    assert (found.sampled_keys, found.estimated_keys, found.exact) == (739, 739, True)
+    assert list(found.bounds) == sorted(set(found.bounds))
+    assert all(abs(c - 739 / 4) <= 1 for c in range_counts(keys, found.bounds))
+
+
 def test_fewer_keys_than_ranges_give_one_range_per_key() -> None:
     keys = ["a", "b", "c", "d", "e"]
     found = asyncio.run(sample_bounds(lister_for(keys), "", 10, 100))

@@ -410,6 +410,13 @@ class _Sampler:
         already known empty): they are dropped and the gap between the two is closed."""
         at = bisect.bisect_right([p.start for p in self.probes], start)
         before = self.probes[at - 1]
+        if before.last is not None and before.last > start:
+            # It starts inside a page already listed (a sample path's first page, after
+            # the discovery's): only the keys past that page are new, or they count twice.
+            keys = [k for k in keys if k > before.last]
+            if not keys:
+                return before
+            start = before.last
         after = self.probes[at] if at < len(self.probes) else None
         joined = False
         if after is not None and (not truncated or (keys and keys[-1] > after.start)):
