@@ -26,10 +26,12 @@ LOGGED_FIELDS = ("blob_key", "error", "size")
 
 
 def forward_status_files(log_dir: Path) -> list[Path]:
-    """The forward backfill's status files (one per shard; not the rollback's reverse copy)."""
-    return sorted(
-        p for p in log_dir.glob("migrate_backend*-status.json") if "-reverse" not in p.name
-    )
+    """The forward backfill's status files (one per shard; not the rollback's reverse copy):
+    in `log_dir` itself (a host's log dir) or one level down (the controller's copies, one
+    directory per host)."""
+    found = [*log_dir.glob("migrate_backend*-status.json")]
+    found += log_dir.glob("*/migrate_backend*-status.json")
+    return sorted(p for p in found if "-reverse" not in p.name)
 
 
 def read_status(path: Path) -> tuple[float, dict[str, Any]] | None:
@@ -103,7 +105,11 @@ class BackfillSampler:
     def logged(self, limit: int = 200) -> list[dict[str, Any]]:
         """The first `limit` records of the missing-blob logs the last statuses name
         (key, error, size), oldest log first."""
-        logs = {Path(log) for st in self._statuses.values() for log in st.get("logs") or []}
+        logs = set()
+        for status_file, st in self._statuses.items():
+            for log in map(Path, st.get("logs") or []):
+                # A log on another host: the controller keeps it beside its status file.
+                logs.add(log if log.exists() else status_file.parent / log.name)
         records: list[dict[str, Any]] = []
         for log in sorted(logs):
             try:

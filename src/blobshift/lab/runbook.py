@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -51,6 +52,72 @@ RUN_MARKER = "BLOBSHIFT_LAB_RUN"
 TEMP_PROXY = ("127.0.0.1", 8081)
 
 
+class Site(Protocol):
+    """Where the lab runs, and how the runbook reaches what it watches there: the app's
+    phase marker and figures, the proxy's store log, the backfill's status files."""
+
+    env_name: str
+    proxy: tuple[str, int]
+    temp_proxy: tuple[str, int]
+    new_direct_url: str
+
+    def play_args(self, out: Path) -> list[str]: ...
+    def set_phase(self, name: str) -> None: ...
+    def app_stats(self) -> dict[str, Any]: ...
+    def store_logs(self, out: Path, public: dict[str, Any]) -> list[Path]: ...
+    def status_dir(self, out: Path) -> Path: ...
+    def verify_report(self, out: Path, public: dict[str, Any]) -> tuple[str, Path]: ...
+    def phase3_args(self, out: Path, public: dict[str, Any]) -> list[str]: ...
+    def gather_app(self, out: Path) -> Path: ...
+    def stop_app(self) -> None: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+class LocalSite:
+    """The single-host lab: everything on this machine, under LAB_DIR."""
+
+    env_name = "local"
+    proxy = PROXY
+    temp_proxy = TEMP_PROXY
+    new_direct_url = "http://127.0.0.3:9100"
+
+    def play_args(self, out: Path) -> list[str]:
+        return []
+
+    def set_phase(self, name: str) -> None:
+        APP_DIR.mkdir(parents=True, exist_ok=True)
+        (APP_DIR / "phase").write_text(name + "\n")
+
+    def app_stats(self) -> dict[str, Any]:
+        return read_json(APP_DIR / "stats.json") or {}
+
+    def store_logs(self, out: Path, public: dict[str, Any]) -> list[Path]:
+        return [Path(public["nginx_proxy_store_log"])]
+
+    def status_dir(self, out: Path) -> Path:
+        return LOG_DIR
+
+    def verify_report(self, out: Path, public: dict[str, Any]) -> tuple[str, Path]:
+        path = LOG_DIR / "verify-report-demo.json"
+        return str(path), path
+
+    def phase3_args(self, out: Path, public: dict[str, Any]) -> list[str]:
+        # The local environment names the app's manifest command itself.
+        return []
+
+    def gather_app(self, out: Path) -> Path:
+        return APP_DIR
+
+    def stop_app(self) -> None:
+        stop = ["app-stop", "--state-dir", str(APP_DIR)]
+        subprocess.run(
+            [sys.executable, "-m", "blobshift.lab.servers", *stop], check=True, capture_output=True
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
 @dataclass
 class Runbook:
     out: Path
@@ -64,14 +131,21 @@ class Runbook:
     ansible_flags: list[str] = field(default_factory=list)
     # What the lab's new cluster runs: seaweedfs or ceph (playbooks/lab.yml's lab_new_kind).
     new_cluster: str = "seaweedfs"
+    # Where the lab runs: this machine (LocalSite) or the fleet's hosts (FleetSite).
+    site: Site = field(default_factory=lambda: LocalSite())
 
     @property
     def inventory(self) -> Path:
-        return self.out / "inventories" / "local"
+        return self.out / "inventories" / self.site.env_name
+
+    @property
+    def public_yml(self) -> Path:
+        return self.out / "environments" / self.site.env_name / "public.yml"
 
     def prepare_env(self) -> None:
-        """A private copy of the `local` environment: the phases edit it, not the repo."""
-        for part in ("inventories/local", "environments/local"):
+        """A private copy of the environment: the phases edit it, not the repo."""
+        env_name = self.site.env_name
+        for part in (f"inventories/{env_name}", f"environments/{env_name}"):
             dest = self.out / part
             if dest.exists():
                 shutil.rmtree(dest)
@@ -81,9 +155,10 @@ class Runbook:
             inv = Inventory.parse(hosts.read_text())
             inv.set_hosts("riakcs_new", [])
             write_atomic(hosts, inv.render())
-            public = self.out / "environments" / "local" / "public.yml"
-            text = set_nested(public.read_text(), "blobshift_new_store", "verify", f'"{NEW_CA}"')
-            write_atomic(public, text)
+            text = set_nested(
+                self.public_yml.read_text(), "blobshift_new_store", "verify", f'"{NEW_CA}"'
+            )
+            write_atomic(self.public_yml, text)
         self.env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -97,8 +172,7 @@ class Runbook:
         }
 
     def phase(self, name: str) -> None:
-        APP_DIR.mkdir(parents=True, exist_ok=True)
-        (APP_DIR / "phase").write_text(name + "\n")
+        self.site.set_phase(name)
 
     def play(self, title: str, playbook: str, *extra: str) -> None:
         cmd = [
@@ -106,6 +180,7 @@ class Runbook:
             "-i",
             str(self.inventory),
             f"playbooks/{playbook}",
+            *self.site.play_args(self.out),
             *self.ansible_flags,
             *extra,
         ]
@@ -209,20 +284,24 @@ def reload_nginx(timeout: float = 30.0) -> float:
     return time.monotonic() - started
 
 
-def app_stats() -> dict[str, Any]:
-    return read_json(APP_DIR / "stats.json") or {}
+def app_stats(site: Site | None = None) -> dict[str, Any]:
+    return (site or LocalSite()).app_stats()
 
 
-def phase_counts(phase: str) -> dict[str, int]:
-    return dict(app_stats().get("phases", {}).get(phase, {}))
+def phase_counts(phase: str, site: Site | None = None) -> dict[str, int]:
+    return dict(app_stats(site).get("phases", {}).get(phase, {}))
 
 
-def wait_app_requests(phase: str, n: int, timeout: float = 120.0) -> dict[str, int]:
+def wait_app_requests(
+    phase: str, n: int, timeout: float = 120.0, site: Site | None = None
+) -> dict[str, int]:
     """Wait until the app counted `n` requests in `phase`; its counts there."""
     return wait_until(
-        lambda: (c := phase_counts(phase)).get("requests", 0) >= n and c,
+        lambda: (c := phase_counts(phase, site)).get("requests", 0) >= n and c,
         timeout,
         f"{n} app requests in phase {phase}",
+        # The fleet's figures come over SSH: look less often.
+        interval=0.05 if site is None or isinstance(site, LocalSite) else 0.5,
     )
 
 
@@ -230,19 +309,19 @@ def end_phase(rb: Runbook, phase: str, following: str, timeout: float = 60.0) ->
     """Move the app to phase `following`; the final counts of `phase` (once the app wrote
     its figures after the switch: no request of `phase` is still in flight)."""
     rb.phase(following)
-    wait_app_requests(following, 1, timeout)
-    return phase_counts(phase)
+    wait_app_requests(following, 1, timeout, rb.site)
+    return phase_counts(phase, rb.site)
 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def new_store_direct(target: str, settings: StoreSettings) -> StoreSettings:
+def new_store_direct(rb: Runbook, settings: StoreSettings) -> StoreSettings:
     """The new cluster itself, not through the proxy: where the blobs must be in the end."""
-    if target == "external":
+    if rb.target == "external":
         return settings
-    return replace(settings, url="http://127.0.0.3:9100")
+    return replace(settings, url=rb.site.new_direct_url)
 
 
 # Seconds between the backfill playbook's looks at its job (its default, 30, is for days).
@@ -252,11 +331,21 @@ POLL = ["-e", "blob_migration_poll_delay=2"]
 def begin(args: argparse.Namespace) -> tuple[Runbook, dict[str, Any]]:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rb = Runbook(out, args.target, args.blobs, args.rate)
+    site: Site = LocalSite()
+    if getattr(args, "env", "local") == "fleet":
+        from blobshift.lab.fleet_site import FleetSite
+
+        site = FleetSite(out)
+    rb = Runbook(out, args.target, args.blobs, args.rate, site=site)
     rb.ansible_flags = list(getattr(args, "ansible_flags", None) or [])
     rb.new_cluster = getattr(args, "new_cluster", None) or rb.new_cluster
     rb.prepare_env()
-    return rb, {"started": utc_iso(), "target": args.target, "new_cluster": rb.new_cluster}
+    return rb, {
+        "started": utc_iso(),
+        "env": site.env_name,
+        "target": args.target,
+        "new_cluster": rb.new_cluster,
+    }
 
 
 def external_args(target: str) -> list[str]:
@@ -271,7 +360,8 @@ def lab_up(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
     rb.play("lab down (a clean start)", "lab.yml", "-e", "lab_state=absent")
     rb.phase("lab-up")
     rb.play("lab up: S3 clusters, proxy, settings, seed data, the app", "lab.yml", *up)
-    report["blobs_in_old_at_start"] = len(read_json(APP_DIR / "seed-digests.json") or {})
+    seeded = read_json(rb.site.gather_app(rb.out) / "seed-digests.json")
+    report["blobs_in_old_at_start"] = len(seeded or {})
     if drill:
         rb.play("lab up again: nothing to change", "lab.yml", *up)
         report["lab_idempotent"] = all(" changed=0 " in line for line in rb.last_recap)
@@ -290,12 +380,17 @@ def phase1(rb: Runbook, *, drill: bool = False) -> None:
         rb.play("phase 1 again", "phase1_send_writes_to_new.yml", *external)
 
 
-def readiness_source(rb: Runbook) -> tuple[Path, float]:
-    """The lab proxy's store log and the flip's readiness window, from the environment
-    (nginx_proxy_store_log, blob_migration_readiness_window)."""
-    public = yaml.safe_load((rb.out / "environments" / "local" / "public.yml").read_text())
+def public_vars(rb: Runbook) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(rb.public_yml.read_text())
+    return data
+
+
+def readiness_source(rb: Runbook) -> tuple[list[Path], float]:
+    """The lab proxy's store log(s), as read now, and the flip's readiness window, from the
+    environment (nginx_proxy_store_log, blob_migration_readiness_window)."""
+    public = public_vars(rb)
     window = parse_window(str(public["blob_migration_readiness_window"]))
-    return Path(public["nginx_proxy_store_log"]), window
+    return rb.site.store_logs(rb.out, public), window
 
 
 def wait_ready(rb: Runbook, report: dict[str, Any], key: str) -> None:
@@ -303,15 +398,16 @@ def wait_ready(rb: Runbook, report: dict[str, Any], key: str) -> None:
     flip's gate requires (external target: the app reads that store directly, so the proxy
     only sees fallbacks, and "none" is the verdict to wait for)."""
     started = time.monotonic()
-    log, window = readiness_source(rb)
 
     def ready() -> dict[str, Any] | None:
-        r = judge([log], window).as_dict()
+        logs, window = readiness_source(rb)
+        r = judge(logs, window).as_dict()
         ok = r["verdict"] == VERDICT_READY or (
             rb.target == "external" and r["verdict"] != VERDICT_FALLBACKS
         )
         return r if ok else None
 
+    _, window = readiness_source(rb)
     result = wait_until(ready, 3 * window + 60, "the app's reads to stop needing the old store", 1)
     report[key] = {**result, "waited_s": round(time.monotonic() - started, 1)}
 
@@ -323,7 +419,7 @@ def phase2(
     started = time.monotonic()
     summary = rb.out / "backfill-summary.json"
     # The backfill's progress over time (its status files), for the report's rate chart.
-    with BackfillSampler(LOG_DIR) as sampler:
+    with BackfillSampler(rb.site.status_dir(rb.out)) as sampler:
         rb.play(
             title,
             "phase2_backfill.yml",
@@ -336,8 +432,8 @@ def phase2(
     report["backfill_samples"] = sampler.samples
     report["backfill_logged"] = sampler.logged()
     # Over the backfill: the app's reads of blobs not yet copied fell back to the old store.
-    log, _ = readiness_source(rb)
-    report["readiness_during_backfill"] = judge([log], time.monotonic() - started + 1).as_dict()
+    logs, _ = readiness_source(rb)
+    report["readiness_during_backfill"] = judge(logs, time.monotonic() - started + 1).as_dict()
 
 
 def phase3(rb: Runbook, report: dict[str, Any]) -> None:
@@ -350,19 +446,20 @@ def phase3(rb: Runbook, report: dict[str, Any]) -> None:
         "migrate=true",
         "-e",
         f"blob_log_check_summary_file={checked}",
+        *rb.site.phase3_args(rb.out, public_vars(rb)),
     )
     report["check_blob_logs"] = read_json(checked)
 
 
 def phase4(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
     rb.phase("phase4")
-    verify_report = LOG_DIR / "verify-report-demo.json"
+    on_host, verify_report = rb.site.verify_report(rb.out, public_vars(rb))
     wait_ready(rb, report, "readiness_before_flip")
     rb.play(
         "phase 4: verify, then flip",
         "phase4_flip.yml",
         "-e",
-        f"blob_migration_verify_report={verify_report}",
+        f"blob_migration_verify_report={on_host}",
     )
     report["verify"] = verify_summary(verify_report)
     if drill and rb.target == "riakcs":
@@ -371,17 +468,19 @@ def phase4(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
         rb.phase("phase4-again")
         # Blobs the app deleted while flipped are still in the old cluster: the operator
         # (here, the app's own ledger) lists them as accepted, and the report keeps them.
-        accepted = rb.out / "accepted-as-deleted.txt"
-        accepted.write_text("".join(k + "\n" for k in deleted_by_app(APP_DIR)))
+        # Extra vars from a file on the controller: no file to place on the verifying host.
+        accepted = rb.out / "accepted-as-deleted.json"
+        deleted = deleted_by_app(rb.site.gather_app(rb.out))
+        accepted.write_text(json.dumps({"blob_migration_accept_missing": deleted}) + "\n")
         # Reads of the flipped time went to the main site, which then was the new store's.
         wait_ready(rb, report, "readiness_before_flip_again")
         rb.play(
             "phase 4 again",
             "phase4_flip.yml",
             "-e",
-            f"blob_migration_verify_report={verify_report}",
+            f"blob_migration_verify_report={on_host}",
             "-e",
-            f"blob_migration_accept_missing_file={accepted}",
+            f"@{accepted}",
         )
         report["verify_before_rollback"] = report["verify"]
         report["verify"] = verify_summary(verify_report)
@@ -398,29 +497,25 @@ def finish(rb: Runbook, report: dict[str, Any], *, keep: bool = False) -> None:
     rb.phase("after")
     rb.play("status", "status.yml")
     # The app keeps serving; let it record some requests after the last phase.
-    deadline = time.monotonic() + 10
-    stats = read_json(APP_DIR / "stats.json")
-    while stats and "after" not in stats.get("phases", {}) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        stats = read_json(APP_DIR / "stats.json")
-    subprocess.run(
-        [sys.executable, "-m", "blobshift.lab.servers", "app-stop", "--state-dir", str(APP_DIR)],
-        check=True,
-        capture_output=True,
-    )
-    stats = read_json(APP_DIR / "stats.json") or {}
+    with contextlib.suppress(TimeoutError):  # the report then shows no requests after
+        wait_app_requests("after", 1, 10, rb.site)
+    rb.site.stop_app()
+    stats = rb.site.app_stats()
     report["app"] = {
         "phases": stats.get("phases", {}),
         "failed": stats.get("failed_total"),
         "requests": stats.get("requests_total"),
         "reloads": stats.get("reloads"),
         "failures": stats.get("failures", [])[:20],
+        # The fleet: each web host's own totals.
+        **({"hosts": stats["hosts"]} if "hosts" in stats else {}),
     }
 
-    final = load_settings(APP_DIR / "localsettings.py")
-    expected = expected_blobs(APP_DIR)
+    app_dir = rb.site.gather_app(rb.out)
+    final = load_settings(app_dir / "localsettings.py")
+    expected = expected_blobs(app_dir)
     through_app = asyncio.run(missing_or_different(final.new, expected))
-    direct = asyncio.run(missing_or_different(new_store_direct(rb.target, final.new), expected))
+    direct = asyncio.run(missing_or_different(new_store_direct(rb, final.new), expected))
     report["audit"] = {
         "expected": len(expected),
         "missing_through_app_settings": len(through_app),
@@ -429,7 +524,12 @@ def finish(rb: Runbook, report: dict[str, Any], *, keep: bool = False) -> None:
         "app_settings_migrating": final.migrating,
         "app_settings_old_store": final.old is not None,
     }
-    report["proxy"] = {"8080_listening": listening(PROXY), "8081_listening": listening(TEMP_PROXY)}
+    report["proxy"] = {
+        "8080_listening": listening(rb.site.proxy),
+        "8081_listening": listening(rb.site.temp_proxy),
+    }
+    if fleet := rb.site.describe():
+        report["fleet"] = fleet
     report["steps"] = rb.steps
     report["finished"] = utc_iso()
     if not keep:
@@ -501,6 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         help="what the lab's new cluster runs: SeaweedFS, or a one-node Ceph cluster with a "
         "radosgw per node (--target riakcs only)",
     )
+    parser.add_argument(
+        "--env",
+        choices=["local", "fleet"],
+        default="local",
+        help="where the lab runs: this machine, or the fleet lab's hosts over SSH "
+        "(`make fleet-up` first; --target riakcs only)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="app operations per second")
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
@@ -516,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         help="add FLAG to every ansible-playbook command (repeatable; e.g. -vvv, --diff)",
     )
     args = parser.parse_args(argv)
+    if args.env == "fleet" and args.target == "external":
+        parser.error("--env fleet needs --target riakcs (the fleet has no HTTPS store)")
     if args.new_cluster == "ceph" and args.target == "external":
         # The external shape needs the new store on HTTPS, which the lab's Ceph does not serve.
         parser.error("--new-cluster ceph needs --target riakcs")
