@@ -4,6 +4,10 @@
     python -m blobshift.lab.fleet status    # each host: container state, address, systemd
     python -m blobshift.lab.fleet down [--images]
 
+    # A second lab beside it (e.g. a molecule scenario's), same image, nothing shared:
+    python -m blobshift.lab.fleet --network NAME --subnet 10.89.9.0/24 \
+        --host proxy-a=10.89.9.10 --host proxy-b=10.89.9.11 --state build/NAME up
+
 Every host (proxy1, web1, web2, manage1, manage2, old1, old2, new1, new2) is a podman
 container with its own root filesystem, hostname and address on an internal network
 (10.89.7.0/24): the hosts reach each other and the controller (the bridge's address,
@@ -16,12 +20,17 @@ input changes. Podman runs with containers/fleet/containers.conf (CONTAINERS_CON
 own configuration is not touched. The state dir (build/fleet/, not committed) holds the
 deploy key, the hosts' SSH keys as collected from the containers (known_hosts) and an
 ssh_config with StrictHostKeyChecking on: `ssh -F build/fleet/ssh_config web1`.
+
+Another lab (`Fleet(network=..., subnet=..., hosts=..., state=...)`, or the CLI options) has
+its own network, addresses, containers (named NETWORK-HOST), state dir and key; only the
+images are shared, and its `down` removes its own containers and network only.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -29,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -59,10 +68,6 @@ READY_STATES = ("running", "degraded")
 class Host:
     name: str
     address: str
-
-    @property
-    def container(self) -> str:
-        return f"{NETWORK}-{self.name}"
 
 
 # Groups (inventories/fleet/hosts.ini): proxy, webworkers, django_manage, riakcs, riakcs_new.
@@ -95,12 +100,66 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def parse_host(spec: str) -> Host:
+    """NAME=ADDRESS (a CLI --host) as a Host."""
+    name, sep, address = spec.partition("=")
+    if not sep or not name or not address:
+        raise FleetError(f"--host {spec!r}: expected NAME=ADDRESS, e.g. proxy-a=10.89.9.10")
+    return Host(name, address)
+
+
 @dataclass
 class Fleet:
     state: Path = STATE
     files: Path = FILES
     # Bound on each wait (image steps excepted): a host that is not ready by then is named.
     timeout: float = 120.0
+    # Today's shared fleet by default; another lab names its own (see the module's doc).
+    network: str = NETWORK
+    subnet: str = SUBNET
+    hosts: tuple[Host, ...] = field(default=HOSTS)
+
+    def __post_init__(self) -> None:
+        # The ssh_config names the key by this path: absolute, so ssh finds it from any cwd.
+        self.state = Path(self.state).absolute()
+        try:
+            net = ipaddress.ip_network(self.subnet)
+            addresses = [ipaddress.ip_address(h.address) for h in self.hosts]
+        except ValueError as exc:
+            raise FleetError(f"lab {self.network}: {exc}") from None
+        if self.network != NETWORK and self.state.resolve() == STATE.resolve():
+            # Its ssh_config and known_hosts would replace the shared fleet's.
+            raise FleetError(
+                f"lab {self.network}: give it a state dir of its own (--state), not {STATE}"
+            )
+        names = [h.name for h in self.hosts]
+        if not self.hosts or len(set(names)) != len(names):
+            raise FleetError(f"lab {self.network}: host names must be given and unique: {names}")
+        for host, address in zip(self.hosts, addresses, strict=True):
+            if address not in net or address in (net[0], net[1], net.broadcast_address):
+                raise FleetError(
+                    f"lab {self.network}: host {host.name} address {host.address} is not a "
+                    f"host address of {self.subnet} (its first address is the controller's)"
+                )
+
+    @property
+    def gateway(self) -> str:
+        """The controller's address on the lab network (the bridge): the subnet's first."""
+        return str(ipaddress.ip_network(self.subnet)[1])
+
+    def container(self, host: Host) -> str:
+        return f"{self.network}-{host.name}"
+
+    @property
+    def _cli(self) -> str:
+        """The CLI invocation for this lab, for messages."""
+        if self.network == NETWORK:
+            return "python -m blobshift.lab.fleet"
+        hosts = " ".join(f"--host {h.name}={h.address}" for h in self.hosts)
+        return (
+            f"python -m blobshift.lab.fleet --network {self.network} --subnet {self.subnet} "
+            f"{hosts} --state {self.state}"
+        )
 
     # -- podman --------------------------------------------------------------------------
 
@@ -217,14 +276,14 @@ class Fleet:
         )
 
     def _ensure_network(self) -> None:
-        if self._exists("network", NETWORK):
-            info = json.loads(self.podman("network", "inspect", NETWORK).stdout)[0]
+        if self._exists("network", self.network):
+            info = json.loads(self.podman("network", "inspect", self.network).stdout)[0]
             subnets = [s.get("subnet") for s in info.get("subnets") or []]
-            if SUBNET not in subnets or not info.get("internal"):
+            if self.subnet not in subnets or not info.get("internal"):
                 raise FleetError(
-                    f"podman network {NETWORK} exists with subnets {subnets} "
-                    f"(internal={info.get('internal')}), not internal {SUBNET}: "
-                    "run `python -m blobshift.lab.fleet down` first"
+                    f"podman network {self.network} exists with subnets {subnets} "
+                    f"(internal={info.get('internal')}), not internal {self.subnet}: "
+                    f"run `{self._cli} down` first"
                 )
             return
         self.podman(
@@ -232,16 +291,16 @@ class Fleet:
             "create",
             "--internal",
             "--subnet",
-            SUBNET,
+            self.subnet,
             "--gateway",
-            GATEWAY,
+            self.gateway,
             "--label",
             f"{LABEL}=network",
-            NETWORK,
+            self.network,
         )
 
     def _container(self, host: Host) -> dict[str, object] | None:
-        proc = self.podman("container", "inspect", host.container, check=False)
+        proc = self.podman("container", "inspect", self.container(host), check=False)
         if proc.returncode != 0:
             return None
         info: dict[str, object] = json.loads(proc.stdout)[0]
@@ -253,17 +312,17 @@ class Fleet:
             state = info.get("State") or {}
             if info.get("ImageName") == image and isinstance(state, dict) and state.get("Running"):
                 return
-            self.podman("rm", "--force", "--time", "5", host.container)
-        peers = [f"--add-host={p.name}:{p.address}" for p in HOSTS if p != host]
+            self.podman("rm", "--force", "--time", "5", self.container(host))
+        peers = [f"--add-host={p.name}:{p.address}" for p in self.hosts if p != host]
         self.podman(
             "run",
             "--detach",
             "--name",
-            host.container,
+            self.container(host),
             "--hostname",
             host.name,
             "--network",
-            NETWORK,
+            self.network,
             "--ip",
             host.address,
             "--systemd=always",
@@ -276,7 +335,9 @@ class Fleet:
         )
 
     def _system_state(self, host: Host) -> str:
-        proc = self.podman("exec", host.container, "systemctl", "is-system-running", check=False)
+        proc = self.podman(
+            "exec", self.container(host), "systemctl", "is-system-running", check=False
+        )
         return proc.stdout.strip() or proc.stderr.strip()[-200:] or f"rc {proc.returncode}"
 
     def _booted(self, host: Host) -> tuple[bool, str]:
@@ -296,7 +357,7 @@ class Fleet:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                first = next(iter(pending)).container
+                first = self.container(next(iter(pending)))
                 names = ", ".join(f"{h.name} ({last[h.name]})" for h in pending)
                 raise FleetError(
                     f"{what}: not after {self.timeout:.0f}s on {names}; look with "
@@ -306,17 +367,25 @@ class Fleet:
 
     def _collect_host_keys(self) -> None:
         lines = []
-        for host in HOSTS:
+        for host in self.hosts:
             key = self.podman(
-                "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"
+                "exec", self.container(host), "cat", "/etc/ssh/ssh_host_ed25519_key.pub"
             ).stdout.split()
             lines.append(f"{host.name},{host.address} {key[0]} {key[1]}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
-        blocks = [f"Host {h.name}\n    HostName {h.address}\n" for h in HOSTS]
-        patterns = " ".join(h.name for h in HOSTS) + " 10.89.7.*"
+        blocks = [f"Host {h.name}\n    HostName {h.address}\n" for h in self.hosts]
+        net = ipaddress.ip_network(self.subnet)
+        # The whole subnet by one pattern where ssh can say it (10.89.7.*), else each address.
+        if net.prefixlen in (8, 16, 24):
+            octets = str(net.network_address).split(".")[: net.prefixlen // 8]
+            addresses = [".".join([*octets, "*"])]
+        else:
+            addresses = [h.address for h in self.hosts]
+        patterns = " ".join([h.name for h in self.hosts] + addresses)
+        first = self.hosts[0].name
         self.ssh_config.write_text(
-            "# Written by `python -m blobshift.lab.fleet up`: the fleet lab's hosts, their\n"
-            "# host keys as collected from the containers. ssh -F this-file web1\n"
+            f"# Written by `python -m blobshift.lab.fleet up` (lab {self.network}): its hosts,\n"
+            f"# their host keys as collected from the containers. ssh -F this-file {first}\n"
             + "\n".join(blocks)
             + f"\nHost {patterns}\n"
             "    User deploy\n"
@@ -345,29 +414,38 @@ class Fleet:
         image = self.ensure_image()
         self._ensure_key()
         self._ensure_network()
-        for host in HOSTS:
+        for host in self.hosts:
             self._start(host, image)
 
-        self._wait("systemd is-system-running", {h: partial(self._booted, h) for h in HOSTS})
+        self._wait("systemd is-system-running", {h: partial(self._booted, h) for h in self.hosts})
         self._collect_host_keys()
-        self._wait("sshd as deploy", {h: partial(self._ssh_ok, h) for h in HOSTS})
-        for host in HOSTS:
+        self._wait("sshd as deploy", {h: partial(self._ssh_ok, h) for h in self.hosts})
+        for host in self.hosts:
             if self._system_state(host) == "degraded":
                 failed = self.podman(
-                    "exec", host.container, "systemctl", "--failed", "--plain", "--no-legend"
+                    "exec", self.container(host), "systemctl", "--failed", "--plain", "--no-legend"
                 ).stdout.strip()
                 _say(f"{host.name}: degraded, failed units: {failed}")
         _say(
-            f"{len(HOSTS)} hosts up in {time.monotonic() - started:.0f}s; "
-            f"ssh -F {self.ssh_config} web1, or ansible -i inventories/fleet all -m ping"
+            f"{len(self.hosts)} hosts up in {time.monotonic() - started:.0f}s; "
+            f"ssh -F {self.ssh_config} {self.hosts[-1].name}"
+            + (", or ansible -i inventories/fleet all -m ping" if self.network == NETWORK else "")
         )
 
     def down(self, images: bool = False) -> None:
-        names = [h.container for h in HOSTS if self._exists("container", h.container)]
+        if images and self.network != NETWORK:
+            # podman rmi --force would take the shared fleet's containers with the images.
+            raise FleetError(
+                f"lab {self.network}: its images are the fleet's too; remove them with "
+                "`python -m blobshift.lab.fleet down --images` once no lab uses them"
+            )
+        names = [
+            self.container(h) for h in self.hosts if self._exists("container", self.container(h))
+        ]
         if names:
             self.podman("rm", "--force", "--time", "5", *names)
-        if self._exists("network", NETWORK):
-            self.podman("network", "rm", NETWORK)
+        if self._exists("network", self.network):
+            self.podman("network", "rm", self.network)
         for stale in (self.known_hosts, self.ssh_config):
             stale.unlink(missing_ok=True)
         if images:
@@ -377,12 +455,15 @@ class Fleet:
             ).stdout.split()  # fmt: skip
             if refs:
                 self.podman("rmi", "--force", *refs)
-        _say(f"down: {len(names)} containers, network {NETWORK}" + (", images" if images else ""))
+        _say(
+            f"down: {len(names)} containers, network {self.network}"
+            + (", images" if images else "")
+        )
 
     def status(self) -> bool:
         """Print each host's state; true when every host is booted."""
         ok = True
-        for host in HOSTS:
+        for host in self.hosts:
             info = self._container(host)
             state_info = (info or {}).get("State") or {}
             running = isinstance(state_info, dict) and bool(state_info.get("Running"))
@@ -402,12 +483,30 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--images", action="store_true", help="remove the lab's images too")
     sub.add_parser("status", help="each host's container and systemd state")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on each wait (s)")
+    lab = parser.add_argument_group("another lab beside the fleet (same image, nothing shared)")
+    lab.add_argument("--network", default=NETWORK, help=f"podman network (default {NETWORK})")
+    lab.add_argument("--subnet", default=SUBNET, help=f"its subnet (default {SUBNET})")
+    lab.add_argument(
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="NAME=ADDRESS",
+        help="one host of the lab (repeat; default the fleet's nine)",
+    )
+    lab.add_argument("--state", type=Path, default=STATE, help=f"state dir (default {STATE})")
     args = parser.parse_args(argv)
     if shutil.which("podman") is None:
         print("fleet: podman is not installed: run `make deps` (as root)", file=sys.stderr)
         return 2
-    fleet = Fleet(timeout=args.timeout)
     try:
+        hosts = tuple(parse_host(h) for h in args.hosts) if args.hosts else HOSTS
+        fleet = Fleet(
+            timeout=args.timeout,
+            network=args.network,
+            subnet=args.subnet,
+            hosts=hosts,
+            state=args.state,
+        )
         if args.command == "up":
             fleet.up()
         elif args.command == "down":
