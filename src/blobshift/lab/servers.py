@@ -13,6 +13,11 @@ data, the app.
     python -m blobshift.lab.servers s3-stop --dir /var/lib/blobshift-lab/s3-old
     python -m blobshift.lab.servers s3-kill --dir ...        # kill -9 (fault tests)
     python -m blobshift.lab.servers s3-start-again --dir ... # as it was last started
+    python -m blobshift.lab.servers s3-run ARGS     # s3-start's ARGS, in the foreground
+    python -m blobshift.lab.servers s3-ready ARGS   # wait for that node, make its bucket
+
+s3-run and s3-ready are a systemd unit's ExecStart and ExecStartPost (roles/lab_s3 on
+hosts with systemd, SeaweedFS only): the unit, not a pid file, keeps the node running.
     python -m blobshift.lab.servers seed --settings .../localsettings.py --state-dir ... -n 20000
     python -m blobshift.lab.servers app-start --settings ... --state-dir ... --rate 20
     python -m blobshift.lab.servers app-stop --state-dir ...
@@ -152,28 +157,31 @@ def _node_running(node_dir: Path, node: dict[str, Any]) -> bool:
     return _alive(node_dir / "weed.pid") is not None
 
 
-def _start_seaweed(args: argparse.Namespace) -> str | None:
-    """Start a SeaweedFS node; its URL, or None if it runs already."""
-    pid_file = args.dir / "weed.pid"
-    if _alive(pid_file):
-        return None
+def _seaweed_node(args: argparse.Namespace) -> SeaweedServer:
+    """The SeaweedFS node s3-start's arguments describe (not started)."""
     tls = None
     if args.tls:
         _, cert, key = make_lab_ca(args.dir / "tls", args.ip)
         tls = (cert, key)
     (access, secret), *extra = _keys(args.dir)
-    server: SeaweedServer
     if args.node_of:
         # Another node of a running cluster: an S3 gateway on that `weed mini`'s filer.
         ip, _, base = args.node_of.rpartition(":")
         filer = SeaweedServer(ip, int(base), args.dir, access, secret).filer_address
-        server = SeaweedGateway(
+        return SeaweedGateway(
             args.ip, args.base_port, args.dir, access, secret, [], extra, tls=tls, filer=filer
         )
-    else:
-        server = SeaweedServer(
-            args.ip, args.base_port, args.dir, access, secret, [args.bucket], extra, tls=tls
-        )
+    return SeaweedServer(
+        args.ip, args.base_port, args.dir, access, secret, [args.bucket], extra, tls=tls
+    )
+
+
+def _start_seaweed(args: argparse.Namespace) -> str | None:
+    """Start a SeaweedFS node; its URL, or None if it runs already."""
+    pid_file = args.dir / "weed.pid"
+    if _alive(pid_file):
+        return None
+    server = _seaweed_node(args)
     server.start()
     assert server.process is not None
     pid_file.write_text(f"{server.process.pid}\n")
@@ -241,6 +249,27 @@ def s3_start(args: argparse.Namespace) -> dict:
         return {"changed": False, "msg": f"{args.name} already running"}
     (args.dir / "node.json").write_text(json.dumps(node) + "\n")
     return {"changed": True, "msg": f"{args.name} started at {url}"}
+
+
+def s3_run(args: argparse.Namespace) -> dict:
+    """Become a SeaweedFS node in the foreground (exec, so a service manager's main process
+    is `weed` itself and a kill -9 of it is the node's crash): a systemd unit's ExecStart."""
+    if args.kind != SEAWEEDFS:
+        raise SystemExit(f"{args.name}: s3-run supports --kind {SEAWEEDFS} only")
+    server = _seaweed_node(args)
+    server.write_identities()
+    argv = server.command()
+    os.execv(argv[0], argv)
+
+
+def s3_ready(args: argparse.Namespace) -> dict:
+    """Wait until a node started by s3-run answers a signed request, and create the first
+    node's bucket: a unit's ExecStartPost, so that `systemctl start` returns a ready node."""
+    server = _seaweed_node(args)
+    server.wait_ready(args.timeout)
+    for bucket in server.buckets:
+        server.create_bucket(bucket)
+    return {"changed": False, "msg": f"{args.name} ready at {server.url}"}
 
 
 def s3_start_again(args: argparse.Namespace) -> dict:
@@ -347,10 +376,8 @@ def app_stop(args: argparse.Namespace) -> dict:
     return {"changed": _stop(args.state_dir / "app.pid")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="lab daemons (used by playbooks/lab.yml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("s3-start")
+def _node_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments that describe a node (s3-start, s3-run, s3-ready)."""
     p.add_argument("--name", required=True)
     p.add_argument("--ip", required=True)
     p.add_argument("--base-port", type=int, required=True)
@@ -376,6 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         default=CEPH_MEMSTORE_MIB,
         help="ceph, first node: the OSD's memstore capacity (default %(default)s MiB)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="lab daemons (used by playbooks/lab.yml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    nodes = {name: sub.add_parser(name) for name in ("s3-start", "s3-run", "s3-ready")}
+    nodes["s3-ready"].add_argument("--timeout", type=float, default=90.0)
+    for p in nodes.values():
+        _node_arguments(p)
     for name in ("s3-stop", "s3-kill", "s3-start-again"):
         p = sub.add_parser(name)
         p.add_argument("--dir", type=Path, required=True)
@@ -395,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         "s3-stop": s3_stop,
         "s3-kill": s3_kill,
         "s3-start-again": s3_start_again,
+        "s3-run": s3_run,
+        "s3-ready": s3_ready,
         "seed": seed,
         "app-start": app_start,
         "app-stop": app_stop,
