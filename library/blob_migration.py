@@ -15,11 +15,23 @@ description:
   - The backfill is checkpointed in O(log_dir); a run that was stopped or killed resumes
     where it stopped when the module runs again with the same O(log_dir) and O(shard).
     Blobs that could not be copied are listed in a missing-blob log in O(log_dir), kept.
-  - A long backfill should run as an C(async) task with C(poll=0), see
-    C(playbooks/run_blob_migration.yml), which also re-attaches to a running one.
-  - Runs the engine in-process, so the task must run with the interpreter of the
-    virtualenv where roles/blobshift_engine installed it
+  - A long backfill should run detached from the SSH session, see
+    C(playbooks/run_blob_migration.yml), which also re-attaches to a running one; either
+    as an C(async) task with C(poll=0) (O(launcher=in_process)), or, on a host whose init
+    is systemd, as a transient systemd unit of its own (O(launcher=systemd)).
+  - With O(launcher=in_process) the engine runs in the module's process, so the task must
+    run with the interpreter of the virtualenv where roles/blobshift_engine installed it
     (C(ansible_python_interpreter=<venv>/bin/python)).
+  - With O(launcher=systemd) the module checks its arguments and the settings file as it
+    does for a run, then starts the unit O(unit_prefix)C(-<slug>.service) (the slug of the
+    shard's run files, e.g. C(blobshift-migrate_backend-shard0of2.service)) with
+    C(systemd-run), running that virtualenv's C(blobshift migrate-backend) with the flags
+    equivalent to its options as O(unit_user), and returns at once. The unit logs to the
+    journal, survives the SSH session and the controller, and is restarted by systemd
+    after a crash (kill -9, OOM; C(Restart=on-failure)), resuming from the checkpoint; the
+    engine's normal ends (exit 0 finished, 1 finished with blobs logged, 130 stopped by
+    SIGTERM) are successes (C(SuccessExitStatus=1 130)), and bad input (2) or a held lock
+    (4) is not restarted (C(RestartPreventExitStatus=2 4)). This needs root (become).
 version_added: "0.1.0"
 author:
   - blobshift contributors
@@ -130,7 +142,47 @@ options:
         directory must exist.
       - Not written in check mode.
     type: path
+  launcher:
+    description:
+      - C(in_process) runs the backfill in the module's process (an C(async) task detaches it).
+      - C(systemd) starts it as a transient systemd unit and returns (see the description);
+        a unit of that name that failed is reset (C(systemctl reset-failed)) first, one
+        that is active is refused (re-attach to it instead). Needs root and systemd.
+    type: str
+    choices: [in_process, systemd]
+    default: in_process
+  unit_prefix:
+    description:
+      - With O(launcher=systemd), the unit is named C(<unit_prefix>-<run-file slug>.service).
+    type: str
+    default: blobshift
+  unit_user:
+    description:
+      - With O(launcher=systemd), the user the engine runs as (C(User=)); it must be able
+        to read O(settings) and write O(log_dir). Unset, the owner of O(log_dir). Never root.
+    type: str
+  unit_restart_sec:
+    description:
+      - With O(launcher=systemd), seconds before systemd restarts a crashed engine
+        (C(RestartSec=)).
+    type: float
+    default: 10
+  unit_start_limit_burst:
+    description:
+      - With O(launcher=systemd), at most this many starts within O(unit_start_limit_interval)
+        seconds (C(StartLimitBurst=)); an engine that crashes again and again is then left
+        failed, for C(systemctl status) and C(journalctl -u).
+    type: int
+    default: 5
+  unit_start_limit_interval:
+    description:
+      - With O(launcher=systemd), the window of O(unit_start_limit_burst), in seconds.
+    type: int
+    default: 3600
 notes:
+  - With O(launcher=systemd) and O(reset=true), the unit is not restarted after a crash
+    (C(Restart=no)), since a restart would reset the pass again. Run it again without O(reset) to
+    resume from the checkpoint.
   - Check mode runs the engine's dry run; it lists both stores and reports how many blobs
     would be copied (RV(would_copy)); it copies nothing and moves no checkpoint.
   - C(changed) is true only when blobs were copied (in check mode, would be copied).
@@ -170,6 +222,18 @@ EXAMPLES = r"""
   async: 2592000
   poll: 0
   register: reverse_job
+
+- name: Backfill shard 1 of 2 as a transient systemd unit, run by the app's user
+  blob_migration:
+    settings: /etc/app/localsettings.py
+    log_dir: /opt/blobshift/blob-migration-logs
+    shard: "1/2"
+    launcher: systemd
+    unit_user: blobapp
+  vars:
+    ansible_python_interpreter: /opt/blobshift/venv/bin/python
+  become: true
+  register: backfill_unit
 
 - name: Count what a backfill would copy (dry run)
   blob_migration:
@@ -261,6 +325,31 @@ output:
   returned: always
   type: list
   elements: str
+unit:
+  description:
+    - With O(launcher=systemd), the unit started, as C(systemctl show) reported it right
+      after the start (see M(blob_migration_info)'s RV(blob_migration_info#module:unit)).
+  returned: launcher is systemd, not in check mode
+  type: dict
+  sample: {"name": "blobshift-migrate_backend-shard1of2.service", "active_state": "active",
+           "main_pid": 4242, "invocation_id": "4c1e...", "user": "blobapp"}
+unit_name:
+  description:
+    - With O(launcher=systemd), the unit's name.
+  returned: launcher is systemd
+  type: str
+  sample: blobshift-migrate_backend-shard1of2.service
+argv:
+  description:
+    - With O(launcher=systemd), the command line the unit runs (paths and flags, no secret).
+  returned: launcher is systemd
+  type: list
+  elements: str
+reset_failed:
+  description:
+    - With O(launcher=systemd), whether a failed unit of that name was reset first.
+  returned: launcher is systemd
+  type: bool
 engine_version:
   description: Version of the blobshift engine that ran.
   returned: success
@@ -269,6 +358,8 @@ engine_version:
 """
 
 import os
+import pwd
+import sys
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -276,8 +367,10 @@ from ansible.module_utils.blobshift_common import (
     ENGINE_VERSION,
     HAS_ENGINE,
     RC_INCOMPLETE,
+    RC_LOCKED,
     RC_OK,
     RC_STOPPED,
+    RC_USAGE,
     capture_output,
     load_engine_settings,
     output_lines,
@@ -286,6 +379,7 @@ from ansible.module_utils.blobshift_common import (
     run_engine,
     shard_paths,
 )
+from ansible.module_utils.blobshift_runstate import read_unit, systemd_booted, unit_name
 
 if HAS_ENGINE:
     from blobshift.backfill import Backfill, BackfillOptions
@@ -311,7 +405,38 @@ ARGUMENT_SPEC = dict(
     max_chunks_ahead=dict(type="int"),
     log_unfaithful_keys=dict(type="bool", default=False),
     metrics_file=dict(type="path"),
+    launcher=dict(type="str", choices=["in_process", "systemd"], default="in_process"),
+    unit_prefix=dict(type="str", default="blobshift"),
+    unit_user=dict(type="str"),
+    unit_restart_sec=dict(type="float", default=10),
+    unit_start_limit_burst=dict(type="int", default=5),
+    unit_start_limit_interval=dict(type="int", default=3600),
 )
+
+# The one mapping from the module's options to `blobshift migrate-backend`'s flags (a unit
+# runs the CLI): a true bool is the bare flag; None, False and "" are left out.
+CLI_FLAGS = {
+    "settings": "--settings",
+    "log_dir": "--log-dir",
+    "chunk_size": "--chunk-size",
+    "num_workers": "--num-workers",
+    "reset": "--reset",
+    "shard": "--shard",
+    "max_rps": "--max-rps",
+    "bwlimit": "--bwlimit",
+    "multipart_threshold": "--multipart-threshold",
+    "keys_from": "--keys-from",
+    "prefix": "--prefix",
+    "range_plan": "--range-plan",
+    "reverse": "--reverse",
+    "max_chunks_ahead": "--max-chunks-ahead",
+    "log_unfaithful_keys": "--log-unfaithful-keys",
+    "metrics_file": "--metrics-file",
+}
+# The engine's normal ends are no failure (finished, finished with blobs logged, stopped by
+# SIGTERM), bad input and a held lock are not restarted: a restart would end the same way.
+UNIT_SUCCESS_EXIT = f"{RC_INCOMPLETE} {RC_STOPPED}"
+UNIT_NO_RESTART_EXIT = f"{RC_USAGE} {RC_LOCKED}"
 
 
 def _size_arg(module, name):
@@ -404,6 +529,96 @@ def engine_options(module, bwlimit, threshold, index, count):
         )
 
 
+def cli_argv(params):
+    """The engine's command line (the virtualenv of this interpreter) for these options."""
+    argv = [os.path.join(os.path.dirname(sys.executable), "blobshift"), "migrate-backend"]
+    for name, flag in CLI_FLAGS.items():
+        value = params[name]
+        if value is None or value is False or value == "":
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def unit_user(module):
+    """The user the unit's engine runs as: unit_user, else the log dir's owner; not root."""
+    p = module.params
+    name = p["unit_user"]
+    if name is None:
+        try:
+            name = pwd.getpwuid(os.stat(p["log_dir"]).st_uid).pw_name
+        except (OSError, KeyError):
+            module.fail_json(
+                msg=f"launcher=systemd: unit_user is unset and log_dir {p['log_dir']} has no "
+                "owner to run as: create it for the app's user or set unit_user"
+            )
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        module.fail_json(msg=f"unit_user {name}: no such user on this host")
+    if entry.pw_uid == 0:
+        module.fail_json(
+            msg=f"launcher=systemd: the engine would run as root ({name}): set unit_user (the "
+            "app's user, blob_migration_user) or give log_dir to that user. Nothing was started"
+        )
+    return name
+
+
+def start_unit(module, base, index, count):
+    """Start the backfill as a transient systemd unit and exit (launcher=systemd)."""
+    p = module.params
+    if not systemd_booted():
+        module.fail_json(
+            msg="launcher=systemd: this host's init is not systemd (no /run/systemd/system): "
+            "use launcher=in_process (blob_migration_launcher=async)",
+            **base,
+        )
+    for name in ("unit_restart_sec", "unit_start_limit_burst", "unit_start_limit_interval"):
+        if p[name] <= 0:
+            module.fail_json(msg=f"{name}={p[name]}: must be positive", **base)
+    user = unit_user(module)
+    name = unit_name(p["unit_prefix"], index, count, p["reverse"])
+    argv = cli_argv(p)
+    ret = dict(base, unit_name=name, argv=argv, reset_failed=False, launcher="systemd")
+    before = read_unit(name)
+    if before.get("error"):
+        module.fail_json(msg=f"unit {name}: {before['error']}", **ret)
+    if before["active"]:
+        module.fail_json(
+            msg=f"unit {name} is already {before['active_state']} (main pid "
+            f"{before['main_pid']}): re-attach to it (re-run playbooks/run_blob_migration.yml) "
+            f"or stop it (systemctl stop {name}; it saves its progress). Nothing was started",
+            unit=before,
+            **ret,
+        )
+    ret["reset_failed"] = before["failed"]
+    if module.check_mode:
+        module.exit_json(changed=True, **ret)
+    if before["failed"]:
+        # A failed unit stays loaded for inspection; systemd-run refuses the name until reset.
+        module.run_command(["systemctl", "reset-failed", "--", name], check_rc=True)
+    restart = "no" if p["reset"] else "on-failure"
+    what = "reverse pass" if p["reverse"] else "backfill"
+    cmd = [
+        "systemd-run",
+        f"--unit={name}",
+        f"--uid={user}",
+        f"--description=blobshift {what} of shard {index}/{count} ({p['log_dir']})",
+        f"--property=Restart={restart}",
+        f"--property=RestartSec={p['unit_restart_sec']:g}",
+        f"--property=SuccessExitStatus={UNIT_SUCCESS_EXIT}",
+        f"--property=RestartPreventExitStatus={UNIT_NO_RESTART_EXIT}",
+        f"--property=StartLimitIntervalSec={p['unit_start_limit_interval']}",
+        f"--property=StartLimitBurst={p['unit_start_limit_burst']}",
+        "--",
+        *argv,
+    ]
+    rc, out, err = module.run_command(cmd)
+    if rc != 0:
+        module.fail_json(msg=f"systemd-run {name} failed (rc {rc}): {(err or out).strip()}", **ret)
+    module.exit_json(changed=True, unit=read_unit(name), **ret)
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     require_engine(module)
@@ -418,6 +633,8 @@ def main():
     )
     settings = load_engine_settings(module, p["settings"])
     options = engine_options(module, bwlimit, threshold, index, count)
+    if p["launcher"] == "systemd":
+        start_unit(module, base, index, count)
     out = capture_output()
     what = "reverse pass" if p["reverse"] else "backfill"
     result = run_engine(

@@ -10,12 +10,17 @@ module: blob_migration_poll
 short_description: Wait for a host's backfill jobs, keeping their checkpoints on the controller
 description:
   - An action plugin (C(playbooks/action_plugins/blob_migration_poll.py)) that runs on the
-    controller. It polls the async jobs of the backfill shards one host runs (see
-    C(playbooks/run_blob_migration.yml)) with M(ansible.builtin.async_status) until each
-    has ended, and every O(fetch_interval) seconds reads each shard's run files with
-    M(blob_migration_info) and writes its checkpoint and status file into that job's
-    O(jobs[].fetch_to) directory on the controller (atomically, only when changed), and
-    once more when the job ends.
+    controller. It waits for the backfill shards one host runs (see
+    C(playbooks/run_blob_migration.yml)) until each has ended, an async job by polling it
+    with M(ansible.builtin.async_status), a systemd unit (O(jobs[].unit)) by reading it with
+    M(blob_migration_info) until it is no longer active (a unit waiting to restart a
+    crashed engine is still running the shard), and every O(fetch_interval) seconds reads each
+    shard's run files with M(blob_migration_info) and writes its checkpoint and status file
+    into that job's O(jobs[].fetch_to) directory on the controller (atomically, only when
+    changed), and once more when the job ends.
+  - A unit's result has the fields of an async job's M(blob_migration) result that the
+    summary uses (C(failed), C(exit_code), C(counts), C(msg)), from its status file and
+    C(systemctl show); so the summary is the same whichever launcher ran the shard.
   - So the controller holds each shard's latest checkpoint while the backfill runs, and a
     host lost mid-pass has its shard taken over from there.
   - A job still running after O(retries) polls goes on; it is reported failed with a
@@ -35,9 +40,13 @@ options:
     required: true
     suboptions:
       jid:
-        description: The async job id.
+        description: The async job id (one of O(jobs[].jid) and O(jobs[].unit)).
         type: str
-        required: true
+        default: ""
+      unit:
+        description: The shard's systemd unit (launcher=systemd), instead of an async job.
+        type: str
+        default: ""
       shard:
         description: The job's shard, C(I/N).
         type: str
@@ -76,7 +85,9 @@ EXAMPLES = r"""
     log_dir: /opt/blobshift/blob-migration-logs
     jobs:
       - {jid: "j123.456", shard: "0/2", fetch_to: /srv/runs/prod/dm1}
-      - {jid: "j789.012", shard: "1/2", fetch_to: /srv/runs/prod/dm2}
+      - unit: blobshift-migrate_backend-shard1of2.service
+        shard: "1/2"
+        fetch_to: /srv/runs/prod/dm2
     delay: 30
     fetch_interval: 300
   register: polled
@@ -88,6 +99,9 @@ jobs:
     - By shard, what M(ansible.builtin.async_status) returned for its job once it ended
       (the M(blob_migration) result with counts, exit_code, msg, failed), or C(finished=false,
       failed=true) for a job still running after O(retries) polls.
+    - For a unit, C(finished), C(failed) (the unit failed, or its shard did not finish),
+      C(exit_code) (the engine's, 130 when stopped), C(counts) (of its status file), C(msg),
+      and C(unit) (what M(blob_migration_info) read of it).
   returned: always
   type: dict
   sample: {"0/2": {"finished": true, "counts": {"copied": 120}, "exit_code": 0}}
@@ -108,7 +122,8 @@ ARGUMENT_SPEC = dict(
         elements="dict",
         required=True,
         options=dict(
-            jid=dict(type="str", required=True),
+            jid=dict(type="str", default=""),
+            unit=dict(type="str", default=""),
             shard=dict(type="str", required=True),
             fetch_to=dict(type="path", required=True),
             reverse=dict(type="bool", default=False),

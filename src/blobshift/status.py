@@ -150,6 +150,14 @@ def shard_report(
             f"{logged} blob(s) logged as not copied: classify them with blobshift "
             "check-blob-logs " + " ".join(paths)
         )
+    unit = info["unit"]
+    if unit is not None and unit.get("failed"):
+        name = unit["name"]
+        attention.append(
+            f"unit {name} failed (Result={unit['result']}, exit status "
+            f"{unit['exec_main_status']}, {unit['n_restarts']} restart(s)): see systemctl "
+            f"status {name}; journalctl -u {name}; run_blob_migration.yml resets it and resumes"
+        )
     attention += [f"unreadable: {p}" for p in problems]
     if state not in ("running", "finished", "stopped", "not started", "failed", "dead"):
         attention.append(f"unknown state {state!r} in {info['paths']['status']}")
@@ -190,6 +198,8 @@ def shard_report(
         "error": st.get("error"),
         "job": info["job"],
         "job_finished": info["job_finished"],
+        # On a systemd host, the shard's transient unit (launcher=systemd), else null.
+        "unit": unit if unit is not None and unit.get("load_state") != "not-found" else None,
         "problems": problems,
         "paths": info["paths"],
     }
@@ -293,6 +303,15 @@ def render(doc: dict[str, Any]) -> list[str]:
         if s["updated"]:
             stale = " STALE" if s["stale"] else ""
             rows.append(("updated", f"{s['updated']} ({_ago(s['updated_age_seconds'])}){stale}"))
+        if s.get("unit"):
+            u = s["unit"]
+            rows.append(
+                (
+                    "unit",
+                    f"{u['name']}: {u['active_state']} ({u['sub_state']}), main pid "
+                    f"{u['main_pid']}, {u['n_restarts']} restart(s)",
+                )
+            )
         for log in s["logs"]:
             lines_text = "missing" if log["lines"] is None else f"{log['lines']} line(s)"
             rows.append(("log", f"{log['path']}: {lines_text}"))
