@@ -99,7 +99,18 @@ class FleetSite:
         # The controller's copies in the run's own directory; checkpoints and status files
         # fetched every 2 s, for the report's rate chart (the default is 300 s).
         fetch_dir = out / "runs"
-        return ["-e", f"blobshift_fetch_dir={fetch_dir}", "-e", "blob_migration_fetch_interval=2"]
+        # The run's copy of inventories/fleet lies outside the checkout: its connection
+        # settings, relative to the inventory, would miss the lab's key and ssh_config.
+        return [
+            "-e",
+            f"blobshift_fetch_dir={fetch_dir}",
+            "-e",
+            "blob_migration_fetch_interval=2",
+            "-e",
+            f"ansible_ssh_private_key_file={STATE / 'id_ed25519'}",
+            "-e",
+            f"ansible_ssh_common_args='-F {STATE / 'ssh_config'}'",
+        ]
 
     def set_phase(self, name: str) -> None:
         for host in self.group("webworkers"):
@@ -174,7 +185,7 @@ class FleetSite:
     def gather_app(self, out: Path) -> Path:
         """The app's state as one directory on the controller, as the local lab keeps it: the
         seed's digests, every web host's ledger (their keys never overlap: each app deletes
-        only what it wrote), and the first web host's settings (secrets: 0600)."""
+        only what it wrote), and the first web host's blob settings (secrets: 0600)."""
         dest = self.local / "app"
         dest.mkdir(parents=True, exist_ok=True)
         seeds: dict[str, str] = {}
@@ -191,12 +202,11 @@ class FleetSite:
         public = yaml.safe_load((REPO / "environments" / ENV_NAME / "public.yml").read_text())
         settings_dir = Path(public["localsettings_path"]).parent
         first = self.group("webworkers")[0]
-        for name in ("localsettings.py", "blobshift_settings.py"):
-            body = self.read(first, str(settings_dir / name), missing_ok=True)
-            if body is not None:
-                path = dest / name
-                path.touch(mode=0o600)
-                path.write_bytes(body)
+        body = self.read(first, str(settings_dir / "blobshift_settings.py"), missing_ok=True)
+        if body is not None:
+            path = dest / "blobshift_settings.py"
+            path.touch(mode=0o600)
+            path.write_bytes(body)
         return dest
 
     def stop_app(self) -> None:

@@ -512,7 +512,9 @@ def finish(rb: Runbook, report: dict[str, Any], *, keep: bool = False) -> None:
     }
 
     app_dir = rb.site.gather_app(rb.out)
-    final = load_settings(app_dir / "localsettings.py")
+    # The blob settings file alone, as the engine reads it: the app's localsettings.py
+    # includes it by its path on the app host.
+    final = load_settings(app_dir / "blobshift_settings.py")
     expected = expected_blobs(app_dir)
     through_app = asyncio.run(missing_or_different(final.new, expected))
     direct = asyncio.run(missing_or_different(new_store_direct(rb, final.new), expected))
