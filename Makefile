@@ -40,9 +40,10 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-# `make test` runs three lanes side by side, which share no port, directory or server: the
+# `make test` runs four lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
-# with the smoke bench, and the Ansible side. Each lane's output is printed when it ends.
+# with the smoke bench, the Ansible side, and the fleet lab's tests (its own containers
+# and network). Each lane's output is printed when it ends.
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: lint lint-runbook $(BENCH_STAMP)
 	$(MAKE) --no-print-directory -j4 --output-sync=target test-lab test-engine test-playbooks test-fleet

@@ -206,7 +206,7 @@ class Backfill:
         }
         (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
 
-    def start(self) -> subprocess.Popen[str]:
+    def start(self, *extra: str) -> subprocess.Popen[str]:
         """run_blob_migration.yml in a session of its own (killed whole by `kill`)."""
         return subprocess.Popen(
             [
@@ -217,6 +217,7 @@ class Backfill:
                 # Installed by the `stores` fixture: the play's own install would change nothing.
                 "--skip-tags",
                 "blobshift_engine",
+                *extra,
             ],
             cwd=REPO,
             # Pipelining: one SSH round trip per task instead of three (time only).
@@ -228,8 +229,8 @@ class Backfill:
             start_new_session=True,
         )
 
-    def play(self, proc: subprocess.Popen[str] | None = None) -> str:
-        proc = proc or self.start()
+    def play(self, proc: subprocess.Popen[str] | None = None, *extra: str) -> str:
+        proc = proc or self.start(*extra)
         out, _ = proc.communicate(timeout=150)
         print(out[-8000:])  # shown when the test fails
         assert proc.returncode == 0, out[-6000:]
@@ -374,3 +375,53 @@ def test_2_a_killed_controller_leaves_the_unit_running_and_a_rerun_reattaches(
     # The engine that finished is the one started before the kill: nothing restarted.
     assert str(backfill.status()["manage1"]["pid"]) == before["MainPID"]
     backfill.copied_everything(blobs)
+
+
+def test_3_a_lost_host_s_shard_is_finished_by_the_other_from_its_last_checkpoint(
+    backfill: Backfill,
+) -> None:
+    """manage2 is lost for good mid-pass (its engine killed, its unit stopped, the
+    controller's playbook killed with it): re-run with blob_migration_lost_hosts, manage2
+    is not contacted, and manage1 runs manage2's shard too, as a unit of its own, from the
+    checkpoint the controller fetched. Every blob is copied; the keys of manage2's shard
+    up to that checkpoint are not listed again."""
+    blobs = random_blobs(200, 512)
+    backfill.setup(blobs, hosts={"manage2": {"blob_migration_max_rps": 4}})
+    held = backfill.fetch_dir / "manage2" / "migrate_backend-shard1of2-checkpoint.json"
+    proc = backfill.start()
+    try:
+        checkpoint = wait_for(
+            "the controller's copy of manage2's checkpoint",
+            lambda: held.exists() and (c := json.loads(held.read_text())).get("position") and c,
+            timeout=90,
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    # The host dies: its engine and unit gone, nothing of it reachable by the re-run.
+    on_hosts(
+        f"systemctl kill -s KILL {UNITS['manage2']}; systemctl stop {UNITS['manage2']}; true",
+        hosts="manage2",
+        become=True,
+    )
+    held_position = json.loads(held.read_text())["position"]
+    assert held_position >= checkpoint["position"]
+    # Gone for good: an address nothing answers on. Contacted, it would be unreachable and
+    # fail the run.
+    # Named with -e, as the operator does: the plays' host patterns see extra vars only.
+    backfill.write_inventory({"manage2": {"ansible_host": "10.89.7.250"}})
+    out = backfill.play(None, "-e", '{"blob_migration_lost_hosts": ["manage2"]}')
+    recap = [line for line in out.split("PLAY RECAP")[1].splitlines() if "manage2" in line]
+    assert recap and "unreachable=0" in recap[0], recap
+    shards = backfill.shards()
+    taken = shards["1/2"]
+    assert (taken["host"], taken["taken_over_from"], taken["launcher"]) == (
+        "manage1",
+        "manage2",
+        "systemd",
+    ), taken
+    assert taken["from_position"] == held_position, taken
+    # Only the keys after the checkpoint were listed again by the survivor.
+    assert 0 < taken["counts"]["listed"] < taken["pass_totals"]["listed"], taken
+    assert shards["0/2"]["host"] == "manage1"
+    assert contents(backfill.new, backfill.buckets[1]) == md5s(blobs)
