@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from blobshift.lab.fleet import HOSTS
+from blobshift.lab.runbook import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -67,3 +70,9 @@ def shell(command: str, become: bool = False, check: bool = True) -> dict[str, s
     module = "ansible.builtin.command" if check else "ansible.builtin.shell"
     results = ansible("-m", module, "-a", command, become=become)
     return {name: r["stdout"].strip() for name, r in results.items()}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll `check` (itself an ansible or SSH run, a second or so) until it answers truthy;
+    TimeoutError names `what`."""
+    return wait_until(check, timeout, what, interval=0.5)

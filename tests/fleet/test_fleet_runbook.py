@@ -46,6 +46,8 @@ def test_runbook_on_the_fleet_with_both_rollbacks(kept_lab: None, tmp_path: Path
     assert code == 0, json.dumps({k: report.get(k) for k in ("app", "audit", "verify")})
 
     assert report["env"] == "fleet"
+    # The lab up run again (--drill) changed nothing on any host.
+    assert report["lab_idempotent"] is True
     # Every host of the fleet, reached over SSH.
     hosts = {h["name"]: h for h in report["fleet"]["hosts"]}
     assert set(hosts) == {h.name for h in HOSTS}
