@@ -244,6 +244,20 @@ def via_proxy(store: dict, port: int) -> dict:
     return {**store, "url": f"http://127.0.0.1:{port}"}
 
 
+def logged(log: Path, quiet: float = 0.3, timeout: float = 10.0) -> float:
+    """Wait until nginx has written the lines of the requests just answered (it logs a
+    request after sending its response: a loaded machine can read the log before), i.e.
+    the log stops growing for `quiet` seconds; the time then, for the window's end."""
+    deadline = time.monotonic() + timeout
+    size, since = log.stat().st_size, time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"{log} still growing after {timeout}s"
+        time.sleep(0.05)
+        if (now := log.stat().st_size) != size:
+            size, since = now, time.monotonic()
+    return time.time()
+
+
 def test_readiness_red_before_the_backfill_green_after(
     tmp_path, proxy, old_server, new_server, buckets
 ):
@@ -263,7 +277,7 @@ def test_readiness_red_before_the_backfill_green_after(
     for key in list(blobs)[:10]:
         assert app.get(key) == blobs[key]
     assert app.get("app/new-1") == b"written while migrating"
-    now = time.time()
+    now = logged(proxy)
     red = judge([proxy], now - started, now=now)
     assert red.verdict == VERDICT_FALLBACKS
     assert red.fallbacks == 10
@@ -284,7 +298,7 @@ def test_readiness_red_before_the_backfill_green_after(
     # After it: the same reads are answered by the new store alone.
     for key in blobs:
         assert app.get(key) == blobs[key]
-    now = time.time()
+    now = logged(proxy)
     window = f"{now - backfill_done}s"
     proc = run_cli("readiness", "--log", proxy, "--window", window, "--now", now, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
