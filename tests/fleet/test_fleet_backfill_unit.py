@@ -412,7 +412,10 @@ def test_3_a_lost_host_s_shard_is_finished_by_the_other_from_its_last_checkpoint
         "manage2",
         "systemd",
     ), taken
-    assert taken["from_position"] == held_position, taken
+    # From a checkpoint the controller held: the one seen before the loss, or a later one
+    # its copy got before the controller's run was gone.
+    assert taken["from_position"] is not None, taken
+    assert taken["from_position"] >= min(held_position, checkpoint["position"]), taken
     # Only the keys after the checkpoint were listed again by the survivor.
     assert 0 < taken["counts"]["listed"] < taken["pass_totals"]["listed"], taken
     assert shards["0/2"]["host"] == "manage1"
