@@ -50,6 +50,8 @@ class FleetSite:
         self.new_direct_url = (
             f"http://{ADDRESSES[self.group('riakcs_new')[0]]}:{public['blobshift_riakcs_s3_port']}"
         )
+        # Where the web hosts keep the blob settings (beside the app's localsettings.py).
+        self.settings_dir = Path(public["localsettings_path"]).parent
         self.local = out / "fleet"
         self.local.mkdir(parents=True, exist_ok=True)
         # One SSH connection per host for the whole run (ControlMaster): the phase marker
@@ -199,10 +201,8 @@ class FleetSite:
         # The seed's manifest rows (on the seeding host) and the app's ledgers, as one app's.
         (dest / "manifest.jsonl").write_bytes(b"".join(manifests))
         (dest / "ledger.jsonl").write_bytes(b"".join(ledgers))
-        public = yaml.safe_load((REPO / "environments" / ENV_NAME / "public.yml").read_text())
-        settings_dir = Path(public["localsettings_path"]).parent
         first = self.group("webworkers")[0]
-        body = self.read(first, str(settings_dir / "blobshift_settings.py"), missing_ok=True)
+        body = self.read(first, str(self.settings_dir / "blobshift_settings.py"), missing_ok=True)
         if body is not None:
             path = dest / "blobshift_settings.py"
             path.touch(mode=0o600)
