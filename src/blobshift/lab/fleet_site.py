@@ -37,6 +37,7 @@ SSH_TIMEOUT = 60
 
 class FleetSite:
     env_name = ENV_NAME
+    poll_interval = 0.5  # each look is an SSH round trip per web host
 
     def __init__(self, out: Path) -> None:
         self.out = out

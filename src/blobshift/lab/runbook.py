@@ -60,6 +60,8 @@ class Site(Protocol):
     proxy: tuple[str, int]
     temp_proxy: tuple[str, int]
     new_direct_url: str
+    # Seconds between looks at the app's figures (the fleet's come over SSH).
+    poll_interval: float
 
     def play_args(self, out: Path) -> list[str]: ...
     def set_phase(self, name: str) -> None: ...
@@ -80,6 +82,7 @@ class LocalSite:
     proxy = PROXY
     temp_proxy = TEMP_PROXY
     new_direct_url = "http://127.0.0.3:9100"
+    poll_interval = 0.05
 
     def play_args(self, out: Path) -> list[str]:
         return []
@@ -300,8 +303,7 @@ def wait_app_requests(
         lambda: (c := phase_counts(phase, site)).get("requests", 0) >= n and c,
         timeout,
         f"{n} app requests in phase {phase}",
-        # The fleet's figures come over SSH: look less often.
-        interval=0.05 if site is None or isinstance(site, LocalSite) else 0.5,
+        interval=(site or LocalSite()).poll_interval,
     )
 
 
