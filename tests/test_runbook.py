@@ -209,7 +209,8 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys, request):
                 *extra,
             ]
         )
-        out = capsys.readouterr().out
+        captured = capsys.readouterr()
+        out, err = captured.out, captured.err  # a stopped runbook says why on stderr
         if sampler is not None:
             sampler.stop()
             searched = files_to_search(tmp_path)
@@ -222,9 +223,11 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys, request):
             rb.prepare_env()
             rb.play("lab down", "lab.yml", "-e", "lab_state=absent")
     if sampler is not None:  # first: it holds whatever the run did
+        assert code == 0 or "== phase 2" in out, err[-2000:] + out[-2000:]  # audit needs phase 2
         assert_no_secrets(evidence, sampler, searched, scanned, in_files, len(secrets))
         evidence["files holding secrets by design (not searched)"] = len(holders)
         assert {p: oct(m) for p, m in holders.items() if m & 0o007} == {}
+    assert code == 0, err[-2000:] + out[-3000:]  # a stopped run writes no report
     report = json.loads((tmp_path / "report.json").read_text())
     assert_runbook_passed(report, code, out, blobs, tmp_path)
 

@@ -40,9 +40,16 @@ def reverse_file(inventory, name: str) -> dict:
 
 
 def copied_at_least(inventory, n: int):
+    """The pass running with n blobs copied, and its job id saved for a re-run (a session
+    lost before that save leaves a pass that a re-run refuses rather than re-attaches)."""
+
     def check():
         status = reverse_file(inventory, "status.json")
-        return status.get("state") == "running" and status["counts"]["copied"] >= n
+        return (
+            status.get("state") == "running"
+            and status["counts"]["copied"] >= n
+            and bool(reverse_file(inventory, "ansible-job.json"))
+        )
 
     return check
 
