@@ -11,7 +11,11 @@ behind the proxy's 9M body limit: 8 MiB parts, each hashed here) and `rclone` (i
 defaults: --s3-upload-cutoff 200M, --transfers 4). Each `--engine LABEL=DIR` adds the
 blobshift package under DIR at the CLI defaults. Tools alternate (the order rotates every
 repetition), each into a fresh bucket; medians.
-The servers take other ports than `make bench` (see --ports).
+The servers take other ports than `make bench` (see --ports). Each run also counts the
+CPU time both SeaweedFS servers spent on it: on two shared cores that is most of the work.
+`--warm` writes and deletes one object in each fresh destination bucket first: SeaweedFS
+spends ~0.2 s on a bucket's first write, which a migration's new bucket (written to by the
+app since phase 1) has long paid.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ from lab import (  # noqa: E402
 from report import Run  # noqa: E402
 
 RCLONE = "rclone"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def servers_cpu(lab: Lab) -> float:
+    return sum(process_cpu(s.process.pid) for s in (lab.old, lab.new) if s.process)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,9 @@ def main() -> int:
         help="also `rclone 8M parts` (--s3-upload-cutoff 8M --s3-chunk-size 8M): rclone as "
         "behind the proxy, where it too must upload in parts and hash each one",
     )
+    p.add_argument(
+        "--warm", action="store_true", help="write to each destination bucket once first"
+    )
     p.add_argument("--ports", default="19940,19960", help="base ports of old and new server")
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args()
@@ -110,6 +128,7 @@ def main() -> int:
             envs[t.label] = snapshot_engine(root / t.label.replace(" ", "_"), t.engine)
     data = datasets.uniform(f"large{args.objects}", args.objects, args.size_mib * MIB, seed=2)
     runs: list[Run] = []
+    server_s: dict[str, list[float]] = {t.label: [] for t in tools}
     started = time.monotonic()
     print(f"load at the start: {loadavg()}", flush=True)
     try:
@@ -120,14 +139,20 @@ def main() -> int:
             k = rep % len(tools)
             for tool in tools[k:] + tools[:k]:
                 dest = lab.fresh_bucket(f"dst-large-{len(runs)}")
+                if args.warm:
+                    client = lab.new.client()
+                    client.put_object(Bucket=dest, Key="warm", Body=b"warm")
+                    client.delete_object(Bucket=dest, Key="warm")
                 where = root / "runs" / f"{len(runs)}"
                 where.mkdir(parents=True)
                 argv = argv_for(tool, where, lab, data.bucket, dest, args.workers)
                 env = envs.get(tool.label, envs.get("blobshift", dict(os.environ)))
                 load = os.getloadavg()[0]
+                before = servers_cpu(lab)
                 m = measure(argv, where / "output.txt", env, args.timeout)
+                server_s[tool.label].append(servers_cpu(lab) - before)
                 run = Run("large", "v4", tool.label, rep, data.count, data.total_bytes, m, load)
-                print(f"  {run.line()}", flush=True)
+                print(f"  {run.line()} servers {server_s[tool.label][-1]:.2f}s", flush=True)
                 check_exit(m, where)
                 check_destination(tool.label, lab.new_store(dest), data.count, data.total_bytes)
                 runs.append(run)
@@ -143,16 +168,19 @@ def main() -> int:
     rc = med(RCLONE, "ops")
     print(
         f"{data.count} x {args.size_mib} MiB, {args.workers} workers, each tool at its "
-        f"defaults; medians of {args.reps} runs\n"
+        f"defaults{', warm buckets' if args.warm else ''}; medians of {args.reps} runs\n"
     )
-    print("| tool | MB/s | x rclone | client CPU ms/obj (sys) | peak RSS MB | runs |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| tool | MB/s | x rclone | client CPU ms/obj (sys) | servers' CPU s | peak RSS MB | runs |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for t in tools:
         mine = [r for r in runs if r.tool == t.label]
         mbps = data.total_bytes / 1e6 / statistics.median(r.m.wall for r in mine)
         print(
             f"| {t.label} | {mbps:.1f} | {med(t.label, 'ops') / rc:.2f} | "
             f"{med(t.label, 'cpu_ms'):.1f} ({med(t.label, 'sys_ms'):.1f}) | "
+            f"{statistics.median(server_s[t.label]):.2f} | "
             f"{max(r.m.rss_mb for r in mine):.0f} | {len(mine)} |"
         )
     return 0

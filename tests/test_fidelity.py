@@ -1,7 +1,7 @@
 """The key probe's order of requests (blobshift.fidelity), on an in-process store: the
-first probe alone, to make the probe's parent directories once, then the rest together.
-On SeaweedFS, PUTs racing to make the same new parent directories each waited ~1 s:
-the whole probe took 1.0 s of every run's start instead of 0.25 s."""
+first probe alone, then the rest together. In a bucket never written to, SeaweedFS sets
+the bucket up on its first PUT, and PUTs racing that one each waited ~1 s: the probe took
+1.0 s of the run's start instead of 0.23 s (bench/RESULTS.md, 2026-12-01 21:00 UTC)."""
 
 from __future__ import annotations
 

@@ -79,8 +79,8 @@ async def unfaithful_classes(client: S3Client) -> list[str]:
 
     try:
         # Concurrently: the probe delays every run's start, the run is waiting for it. But
-        # the first alone: a filer-backed store (SeaweedFS) makes the probe's parent
-        # directories on the first PUT, and PUTs racing to make the same ones wait ~1 s.
+        # the first alone: in a bucket never written to, SeaweedFS sets the bucket up on
+        # its first PUT (~0.2 s), and PUTs racing that one each waited ~1 s.
         first, *rest = KEY_CLASSES
         results = [await faithful(first), *await asyncio.gather(*map(faithful, rest))]
         failed = {cls.name for cls, ok in zip(KEY_CLASSES, results, strict=True) if not ok}
