@@ -63,6 +63,12 @@ def ansible(*args: str, become: bool = False, hosts: str = "all") -> dict[str, d
     return results
 
 
+def on(hosts: str, command: str, become: bool = True) -> dict[str, str]:
+    """A shell command's stdout on the hosts of `hosts` (as root unless become=False)."""
+    results = ansible("-m", "ansible.builtin.shell", "-a", command, become=become, hosts=hosts)
+    return {name: r["stdout"].strip() for name, r in results.items()}
+
+
 def shell(command: str, become: bool = False, check: bool = True) -> dict[str, str]:
     """A command's output on every host (stderr too with check=False, the command may fail)."""
     if not check:

@@ -20,14 +20,13 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
 from botocore.config import Config
-from fleetlib import ADDRESSES, BIN, REPO, ansible, env, run, wait_for
+from fleetlib import ADDRESSES, BIN, REPO, ansible, env, on, run, wait_for
 
 from blobshift.lab import runbook
 from blobshift.lab.fleet import HOSTS, Fleet
@@ -41,7 +40,6 @@ APP_UNIT = "blobshift-lab-app.service"
 
 @dataclass
 class Demo:
-    out: Path
     code: int
     report: dict[str, Any]
     down: bool = False  # the lab taken down by the last test
@@ -56,7 +54,7 @@ def demo(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dem
     code = runbook.main([*args, "--out", str(out)])
     written = out / "report.json"  # not when the run stopped: its reason is in the output
     report = json.loads(written.read_text()) if written.is_file() else {}
-    state = Demo(out, code, report)
+    state = Demo(code, report)
     yield state
     if not state.down:
         run("ansible-playbook", "playbooks/lab.yml", "-e", "lab_state=absent")
@@ -64,12 +62,6 @@ def demo(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dem
 
 def unit(host: str) -> str:
     return f"blobshift-lab-s3-{host}.service"
-
-
-def on(hosts: str, command: str) -> dict[str, str]:
-    """A shell command's output on the hosts of `hosts` (as root)."""
-    results = ansible("-m", "ansible.builtin.shell", "-a", command, become=True, hosts=hosts)
-    return {name: r["stdout"].strip() for name, r in results.items()}
 
 
 def reloads(host: str) -> list[tuple[float, str]]:
