@@ -379,14 +379,22 @@ def test_3_a_lost_host_s_shard_is_finished_by_the_other_from_its_last_checkpoint
     checkpoint the controller fetched. Every blob is copied; the keys of manage2's shard
     up to that checkpoint are not listed again."""
     blobs = random_blobs(200, 512)
-    backfill.setup(blobs, hosts={"manage2": {"blob_migration_max_rps": 4}})
+    # manage2's shard (~100 keys) ~65 s: still mid-pass when the controller's first copy of
+    # its checkpoint arrives, which on a loaded machine is ~40 s after the playbook's start.
+    backfill.setup(blobs, hosts={"manage2": {"blob_migration_max_rps": 1.5}})
     held = backfill.fetch_dir / "manage2" / "migrate_backend-shard1of2-checkpoint.json"
     proc = backfill.start()
     try:
         checkpoint = wait_for(
-            "the controller's copy of manage2's checkpoint",
-            lambda: held.exists() and (c := json.loads(held.read_text())).get("position") and c,
-            timeout=90,
+            "the controller's copy of manage2's checkpoint, mid-pass",
+            lambda: (
+                held.exists()
+                and (c := json.loads(held.read_text())).get("position")
+                and not c.get("complete")
+                and (c.get("totals") or {}).get("copied", 0) < 80
+                and c
+            ),
+            timeout=180,
         )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
