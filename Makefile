@@ -40,16 +40,17 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-# `make test` runs four lanes side by side, which share no port, directory or server: the
+# `make test` runs five lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
-# with the smoke bench, the Ansible side, and the fleet lab's tests (its own containers
+# with the smoke bench, the roles and playbooks (molecule, tests/ansible), the modules
+# and backfill playbooks (tests/modules), and the fleet lab's tests (its own containers
 # and network). Each lane's output is printed when it ends.
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: lint lint-runbook $(BENCH_STAMP)
-	$(MAKE) --no-print-directory -j4 --output-sync=target test-lab test-engine test-playbooks test-fleet
+	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-ansible test-modules test-fleet
 	$(MAKE) --no-print-directory reliability-doc
 
-.PHONY: test-lab test-engine test-playbooks test-fleet
+.PHONY: test-lab test-engine test-fleet
 test-lab: deps
 	BLOBSHIFT_EVIDENCE_SUITE=lab $(BIN)/pytest -q $(LAB_TESTS)
 
@@ -62,10 +63,6 @@ test-engine: deps
 # other lanes; the fleet is brought up for the lane and taken down at its end.
 test-fleet: deps
 	BLOBSHIFT_EVIDENCE_SUITE=fleet BLOBSHIFT_TEST_PORT=27000 $(BIN)/pytest -q -p no:cacheprovider tests/fleet
-
-test-playbooks: deps
-	$(MAKE) --no-print-directory test-ansible
-	$(MAKE) --no-print-directory test-modules
 
 # docs/RELIABILITY.md, from the battery's figures the four pytest runs above recorded in
 # build/reliability/ (tests marked `reliability`) and from the soak runs' history.
@@ -89,11 +86,13 @@ test-ansible: deps
 	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS)
 	$(BIN)/ruff check $(ANSIBLE_PY)
 	$(BIN)/ruff format --check $(ANSIBLE_PY)
-	@for s in $(MOLECULE_STATES); do \
+	@for s in $(MOLECULE_STATES); do t=$$(date +%s); \
 		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule cleanup -s state5_done; exit 1; }; \
+		echo "molecule $$s: passed in $$(( $$(date +%s) - t ))s"; \
 	done
-	@for s in $(MOLECULE_FLEET); do \
+	@for s in $(MOLECULE_FLEET); do t=$$(date +%s); \
 		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule destroy -s $$s; exit 1; }; \
+		echo "molecule $$s: passed in $$(( $$(date +%s) - t ))s"; \
 	done
 	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
 

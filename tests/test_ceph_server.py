@@ -3,11 +3,13 @@ gateway over the same cluster, and a stop() that leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BASE_PORT, NEW_KEYS, OLD_KEYS
@@ -35,16 +37,43 @@ def processes_of(data_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CephRGW, CephGateway]]:
+def commands() -> list[list[str]]:
+    """The command line of every process started while the cluster started."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, commands: list[list[str]]
+) -> Iterator[tuple[CephRGW, CephGateway]]:
     root = tmp_path_factory.mktemp("ceph")
     ceph = CephRGW(CEPH_IP, PORT, root, *NEW_KEYS, buckets=[BUCKET], extra_keys=[OLD_KEYS])
-    with running(ceph):
-        gateway = ceph.add_gateway(GATEWAY_IP, PORT)
+    popen = subprocess.Popen
+
+    def recorded(args: list[str], *rest: Any, **kwargs: Any) -> subprocess.Popen:
+        commands.append([str(a) for a in args])
+        return popen(args, *rest, **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(subprocess, "Popen", recorded)
+            stack.enter_context(running(ceph))
+            gateway = ceph.add_gateway(GATEWAY_IP, PORT)
         client = ceph.client()
         for key, body in KEYS.items():
             client.put_object(Bucket=BUCKET, Key=key, Body=body)
         yield ceph, gateway
     assert processes_of(root) == []
+
+
+def test_no_secret_key_on_a_command_line(
+    cluster: tuple[CephRGW, CephGateway], commands: list[list[str]]
+) -> None:
+    """ps shows every local user each process's arguments: the keys given to radosgw-admin
+    must not be among them (both pairs work: the tests below sign with them)."""
+    assert any("radosgw-admin" in c[0] for c in commands), commands
+    secrets = (NEW_KEYS[1], OLD_KEYS[1])
+    assert [c for c in commands if any(s in " ".join(c) for s in secrets)] == []
 
 
 def test_sigv4_put_get_list(cluster: tuple[CephRGW, CephGateway]) -> None:

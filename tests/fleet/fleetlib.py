@@ -79,6 +79,6 @@ def shell(command: str, become: bool = False, check: bool = True) -> dict[str, s
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll `check` (itself an ansible or SSH run, a second or so) until it answers truthy;
-    TimeoutError names `what`."""
-    return wait_until(check, timeout, what, interval=0.5)
+    """Poll `check` until it answers truthy; TimeoutError names `what`. Each look is an
+    ansible or SSH run of a second or so of CPU: polled no faster than the other lanes need."""
+    return wait_until(check, timeout, what, interval=1.5)

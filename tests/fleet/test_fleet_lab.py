@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from fleetlib import ADDRESSES, BIN, INVENTORY, REPO, ansible, env, run, shell
+from fleetlib import ADDRESSES, ansible, run, shell
 
 from blobshift.lab.fleet import GATEWAY, HOSTS, Fleet, FleetError
 
@@ -161,55 +160,3 @@ def test_wait_names_the_host_not_ready() -> None:
     probe = {HOSTS[0]: lambda: (True, "running"), HOSTS[1]: lambda: (False, "starting")}
     with pytest.raises(FleetError, match=r"systemd: not after 0s on web1 \(starting\)"):
         lab._wait("systemd", probe)
-
-
-# -- the playbooks on the fleet, over SSH as deploy, with become where they need it ------
-
-RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-
-def _playbook(playbook: str, *args: str) -> dict[str, dict[str, int]]:
-    """Run a playbook on the fleet; its recap by host (every run must succeed)."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), f"playbooks/{playbook}", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (
-        f"{cmd}: rc {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr}"
-    )
-    return {m[1]: {"changed": int(m[3]), "failed": int(m[5])} for m in RECAP.finditer(proc.stdout)}
-
-
-def _on(host: str, command: str, become: bool = False) -> str:
-    results = ansible("-m", "ansible.builtin.shell", "-a", command, become=become, hosts=host)
-    return str(results[host]["stdout"]).strip()
-
-
-def test_deploy_proxy_as_deploy_with_become_validates_and_reloads(fleet: Fleet) -> None:
-    """nginx's sites in /etc go in as root through sudo; a config edit is a reload (the
-    master process stays), and a second run changes nothing."""
-    _playbook("deploy_proxy.yml")
-    site = "/etc/nginx/sites-enabled/blobshift_riakcs"
-    assert _on("proxy1", f"stat -L -c '%U %a' {site}") == "root 644"
-    assert "successful" in _on("proxy1", "nginx -t 2>&1", become=True)
-    master = _on("proxy1", "systemctl show -p MainPID --value nginx")
-    assert int(master) > 0
-    assert _playbook("deploy_proxy.yml")["proxy1"]["changed"] == 0
-    # A change to the site: validated, then nginx reloads it (same master, new config).
-    moved = "/var/log/nginx/blobshift_store_moved.log"
-    assert (
-        _playbook("deploy_proxy.yml", "-e", f"nginx_proxy_store_log={moved}")["proxy1"]["changed"]
-        > 0
-    )
-    assert _on("proxy1", "systemctl show -p MainPID --value nginx") == master
-    assert _on("proxy1", f"grep -l {moved} /etc/nginx/sites-enabled/*", become=True)
-    _playbook("deploy_proxy.yml")  # back to the environment's own settings
-
-
-def test_update_config_renders_settings_the_app_user_owns(fleet: Fleet) -> None:
-    """The settings hold the stores' secrets: rendered as root (become), owned by the app's
-    user, 0640, unreadable by the operator's own login."""
-    _playbook("update_config.yml")
-    path = "/srv/blobshift-app/localsettings.py"
-    for host in ("web1", "web2", "manage1", "manage2"):
-        assert _on(host, f"stat -c '%U %G %a' {path}", become=True) == "blobapp blobapp 640"
-        assert "Permission denied" in _on(host, f"cat {path} 2>&1 || true")
-    assert all(r["changed"] == 0 for r in _playbook("update_config.yml").values())

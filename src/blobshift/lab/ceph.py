@@ -147,9 +147,6 @@ class CephRGW(_S3Endpoint):
     # More (access key, secret key) pairs of the same user: like SeaweedServer's extra keys,
     # each one reaches the same buckets.
     extra_keys: list[tuple[str, str]] = field(default_factory=list)
-    # (access key, secret key) pairs of users of their own (uid `user-N`), who see only
-    # their own buckets.
-    extra_users: list[tuple[str, str]] = field(default_factory=list)
     # memstore's capacity: RSS grows with the data stored, not with this. Ceph refuses
     # writes at 95 % full, and RGW then times out rather than failing fast.
     memstore_bytes: int = 1 << 30
@@ -278,21 +275,24 @@ class CephRGW(_S3Endpoint):
                     f"{daemon.process.returncode}:\n{daemon.tail()}"
                 )
 
-    def _run(self, args: list[str], deadline: float, what: str) -> str:
-        """Run a helper command (ceph CLI, radosgw-admin) while watching the daemons."""
+    def _run(self, args: list[str], deadline: float, what: str, stdin: bytes = b"") -> str:
+        """Run a helper command (ceph CLI, radosgw-admin) while watching the daemons;
+        `stdin` is its input (what must not be on a command line)."""
         proc = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             start_new_session=True,
         )
+        pending: bytes | None = stdin
         try:
             while True:
                 try:
-                    out, _ = proc.communicate(timeout=0.1)
+                    out, _ = proc.communicate(pending, timeout=0.1)
                     break
                 except subprocess.TimeoutExpired:
+                    pending = None  # given once: communicate() keeps feeding it
                     self._check_daemons()
                     if time.monotonic() > deadline:
                         raise RuntimeError(
@@ -316,9 +316,9 @@ class CephRGW(_S3Endpoint):
         cmd = [ceph_binary("ceph"), "-c", str(self.conf), "--connect-timeout", str(left), *args]
         return self._run(cmd, deadline, f"ceph {args[0]}")
 
-    def _admin(self, *args: str, deadline: float) -> str:
+    def _admin(self, *args: str, deadline: float, stdin: bytes = b"") -> str:
         cmd = [ceph_binary("radosgw-admin"), "-c", str(self.conf), *args]
-        return self._run(cmd, deadline, f"radosgw-admin {args[0]} {args[1]}")
+        return self._run(cmd, deadline, f"radosgw-admin {args[0]} {args[1]}", stdin)
 
     def _wait_socket(self, daemon: _Daemon, ready: Any, deadline: float) -> None:
         """Poll `daemon`'s admin socket until `ready(status)` holds."""
@@ -436,30 +436,17 @@ class CephRGW(_S3Endpoint):
             raise
 
     def _make_users(self, deadline: float) -> None:
-        def create(uid: str, access: str, secret: str) -> None:
-            self._admin(
-                "user",
-                "create",
-                f"--uid={uid}",
-                f"--display-name={uid}",
-                f"--access-key={access}",
-                f"--secret-key={secret}",
-                deadline=deadline,
-            )
-
-        create(self.uid, self.access_key, self.secret_key)
-        for access, secret in self.extra_keys:
-            self._admin(
-                "key",
-                "create",
-                f"--uid={self.uid}",
-                "--key-type=s3",
-                f"--access-key={access}",
-                f"--secret-key={secret}",
-                deadline=deadline,
-            )
-        for n, (access, secret) in enumerate(self.extra_users, 1):
-            create(f"user-{n}", access, secret)
+        """The user and its S3 keys. The keys go to radosgw-admin on its stdin (`metadata
+        put` of the user, made with generated keys first): a secret on a command line is
+        readable by every local user in ps and /proc."""
+        uid = self.uid
+        self._admin("user", "create", f"--uid={uid}", f"--display-name={uid}", deadline=deadline)
+        user = json.loads(self._admin("metadata", "get", f"user:{uid}", deadline=deadline))
+        pairs = [(self.access_key, self.secret_key), *self.extra_keys]
+        user["data"]["keys"] = [{"user": uid, "access_key": a, "secret_key": s} for a, s in pairs]
+        self._admin(
+            "metadata", "put", f"user:{uid}", deadline=deadline, stdin=json.dumps(user).encode()
+        )
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until a signed ListBuckets succeeds on the main gateway."""
