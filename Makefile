@@ -40,14 +40,16 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-# `make test` runs five lanes side by side, which share no port, directory or server: the
+# `make test` runs six lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
-# with the smoke bench, the roles and playbooks (molecule, tests/ansible), the modules
-# and backfill playbooks (tests/modules), and the fleet lab's tests (its own containers
-# and network). Each lane's output is printed when it ends.
+# with the smoke bench, the playbooks' tests (tests/ansible), the roles' molecule
+# scenarios (a lab of their own, podman labs for the fleet ones), the modules and backfill
+# playbooks (tests/modules), and the fleet lab's tests (its own containers and network).
+# Each lane's output is printed when it ends.
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: lint lint-runbook $(BENCH_STAMP)
-	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-ansible test-modules test-fleet
+	$(MAKE) --no-print-directory -j6 --output-sync=target test-lab test-engine test-ansible \
+		test-molecule test-modules test-fleet
 	$(MAKE) --no-print-directory reliability-doc
 
 .PHONY: test-lab test-engine test-fleet
@@ -64,15 +66,16 @@ test-engine: deps
 test-fleet: deps
 	BLOBSHIFT_EVIDENCE_SUITE=fleet BLOBSHIFT_TEST_PORT=27000 $(BIN)/pytest -q -p no:cacheprovider tests/fleet
 
-# docs/RELIABILITY.md, from the battery's figures the four pytest runs above recorded in
+# docs/RELIABILITY.md, from the battery's figures the pytest runs of the lanes recorded in
 # build/reliability/ (tests marked `reliability`) and from the soak runs' history.
 .PHONY: reliability-doc
 reliability-doc: $(STAMP)
 	$(BIN)/python -m blobshift.lab.reliability_doc
 
-# The Ansible side (issue 3): yamllint + ansible-lint (production profile), the molecule
-# scenarios of the state table in order (state1 starts from a clean lab, state5 removes
-# it; a failure cleans up too), then the ansible-playbook tests of tests/ansible/.
+# The Ansible side (issue 3): yamllint + ansible-lint (production profile) and the
+# ansible-playbook tests of tests/ansible/ (test-ansible); the molecule scenarios of the
+# state table in order (state1 starts from a clean lab, state5 removes it; a failure
+# cleans up too), then those on the fleet's containers (test-molecule).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
 ANSIBLE_PATHS := playbooks/deploy_proxy.yml playbooks/update_config.yml playbooks/preflight.yml roles/nginx_proxy roles/localsettings roles/blobshift_state molecule environments inventories
 ANSIBLE_PY := tests/ansible molecule/shared/tests playbooks/vars_plugins roles/blobshift_state/filter_plugins
@@ -86,6 +89,12 @@ test-ansible: deps
 	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS)
 	$(BIN)/ruff check $(ANSIBLE_PY)
 	$(BIN)/ruff format --check $(ANSIBLE_PY)
+	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
+
+# A lane of its own in `make test`: molecule's lab has its own nginx and S3 ports
+# (molecule/shared/molecule-lab.yml), nothing shared with tests/ansible.
+.PHONY: test-molecule
+test-molecule: deps
 	@for s in $(MOLECULE_STATES); do t=$$(date +%s); \
 		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule cleanup -s state5_done; exit 1; }; \
 		echo "molecule $$s: passed in $$(( $$(date +%s) - t ))s"; \
@@ -94,7 +103,6 @@ test-ansible: deps
 		$(ANSIBLE_ENV) $(BIN)/molecule test -s $$s || { $(ANSIBLE_ENV) $(BIN)/molecule destroy -s $$s; exit 1; }; \
 		echo "molecule $$s: passed in $$(( $$(date +%s) - t ))s"; \
 	done
-	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
 
 # The custom modules and the backfill playbooks (issue 4): ruff, yamllint + ansible-lint
 # (production) of their YAML, ansible-doc of every module, then tests/modules/ (module unit

@@ -175,7 +175,14 @@ def search_files(files: list[Path], secrets: dict[str, bytes]) -> tuple[int, lis
         pytest.param(
             "riakcs",
             1500,
-            ["--drill", "--new-cluster", "ceph", "--ansible-flag=-vvv", "--ansible-flag=--diff"],
+            [
+                "--drill",
+                "--idempotence",
+                "--new-cluster",
+                "ceph",
+                "--ansible-flag=-vvv",
+                "--ansible-flag=--diff",
+            ],
             id="riakcs-ceph-with-rollbacks",
             marks=pytest.mark.reliability(
                 "no lab secret in ps (command lines and environments of every process the "

@@ -24,7 +24,7 @@ from blobshift.settings import load_settings
 STATE = os.environ["BLOBSHIFT_STATE"]
 ROOT = Path(os.environ.get("BLOBSHIFT_MOLECULE_ROOT", "/tmp/blobshift-molecule"))
 MAIN, TEMP = 18080, 18081
-OLD_NODE, NEW_NODE = "127.0.0.2:19600", "127.0.0.3:19620"
+OLD_NODE, NEW_NODE = "127.0.0.2:19800", "127.0.0.3:19820"
 NEW_KEYS = ("LABNEWACCESSKEY", "lab-new-secret-key-not-secret")
 OLD_KEYS = ("LABOLDACCESSKEY", "lab-old-secret-key-not-secret")
 BUCKET = "blobdb"

@@ -8,7 +8,8 @@ delete, byte for byte, in the new store alone. Human summary on the terminal, JS
 report on disk, its path printed last.
 
     python -m blobshift.lab.runbook [--blobs 20000] [--target riakcs|external] [--drill] [--keep]
-        [--new-cluster seaweedfs|ceph] [--ansible-flag=-vvv --ansible-flag=--diff]
+        [--new-cluster seaweedfs|ceph] [--idempotence] [--no-clean-start]
+        [--ansible-flag=-vvv --ansible-flag=--diff]
 
 The lab has two nodes per S3 cluster (playbooks/lab.yml); the new one is SeaweedFS, or with
 --new-cluster ceph a one-node Ceph cluster with a radosgw per node. blobshift.lab.soak and
@@ -354,17 +355,21 @@ def external_args(target: str) -> list[str]:
     return ["-e", f"new_store_url={NEW_TLS_URL}"] if target == "external" else []
 
 
-def lab_up(rb: Runbook, report: dict[str, Any], *, drill: bool = False) -> None:
-    """A clean lab: down, then up with the seed data and the app serving."""
+def lab_up(
+    rb: Runbook, report: dict[str, Any], *, clean_start: bool = True, idempotence: bool = False
+) -> None:
+    """A clean lab: down (unless the hosts hold none), then up with the seed data and the
+    app serving; with `idempotence`, up a second time, which must change nothing."""
     tls = ["-e", "lab_new_tls=true"] if rb.target == "external" else []
     kind = ["-e", f"lab_new_kind={rb.new_cluster}"] if rb.new_cluster != "seaweedfs" else []
     up = ["-e", f"lab_seed_blobs={rb.blobs}", "-e", f"lab_rate={rb.rate}", *tls, *kind]
-    rb.play("lab down (a clean start)", "lab.yml", "-e", "lab_state=absent")
+    if clean_start:
+        rb.play("lab down (a clean start)", "lab.yml", "-e", "lab_state=absent")
     rb.phase("lab-up")
     rb.play("lab up: S3 clusters, proxy, settings, seed data, the app", "lab.yml", *up)
     seeded = read_json(rb.site.gather_app(rb.out) / "seed-digests.json")
     report["blobs_in_old_at_start"] = len(seeded or {})
-    if drill:
+    if idempotence:
         rb.play("lab up again: nothing to change", "lab.yml", *up)
         report["lab_idempotent"] = all(" changed=0 " in line for line in rb.last_recap)
     rb.play("status", "status.yml")
@@ -542,7 +547,7 @@ def finish(rb: Runbook, report: dict[str, Any], *, keep: bool = False) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rb, report = begin(args)
-    lab_up(rb, report, drill=args.drill)
+    lab_up(rb, report, clean_start=args.clean_start, idempotence=args.idempotence)
     phase1(rb, drill=args.drill)
     phase2(rb, report)
     phase3(rb, report)
@@ -617,6 +622,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
     parser.add_argument(
         "--drill", action="store_true", help="also roll back phase 1 and the flip, and redo them"
+    )
+    parser.add_argument(
+        "--idempotence",
+        action="store_true",
+        help="bring the lab up a second time: the report says whether that changed anything",
+    )
+    parser.add_argument(
+        "--no-clean-start",
+        dest="clean_start",
+        action="store_false",
+        help="skip taking the lab down first (the hosts hold no lab: a fleet just brought up)",
     )
     parser.add_argument(
         "--ansible-flag",
