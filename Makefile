@@ -40,19 +40,20 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-# `make test` runs six lanes side by side, which share no port, directory or server: the
+# `make test` runs five lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
-# with the smoke bench, the playbooks' tests (tests/ansible), the roles' molecule
-# scenarios (a lab of their own, podman labs for the fleet ones), the modules and backfill
-# playbooks (tests/modules), and the fleet lab's tests (its own containers and network).
-# Each lane's output is printed when it ends.
+# with the smoke bench, the roles' molecule scenarios (a lab of their own, podman labs for
+# the fleet ones), the playbooks' tests (tests/ansible, then the modules and backfill
+# playbooks of tests/modules), and the fleet lab's tests (its own containers and network).
+# Each lane's output is printed when it ends. The machine's CPU is what they share: more
+# lanes would not end sooner, and would starve the tests that time a running backfill.
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: lint lint-runbook $(BENCH_STAMP)
-	$(MAKE) --no-print-directory -j6 --output-sync=target test-lab test-engine test-ansible \
-		test-molecule test-modules test-fleet
+	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-molecule \
+		test-playbooks test-fleet
 	$(MAKE) --no-print-directory reliability-doc
 
-.PHONY: test-lab test-engine test-fleet
+.PHONY: test-lab test-engine test-playbooks test-fleet
 test-lab: deps
 	BLOBSHIFT_EVIDENCE_SUITE=lab $(BIN)/pytest -q $(LAB_TESTS)
 
@@ -60,6 +61,10 @@ test-engine: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules --ignore=tests/fleet \
 		$(addprefix --ignore=,$(LAB_TESTS))
 	$(MAKE) --no-print-directory bench-smoke
+
+test-playbooks: deps
+	$(MAKE) --no-print-directory test-ansible
+	$(MAKE) --no-print-directory test-modules
 
 # The fleet lab's tests (tests/fleet/): its own hosts and network, nothing shared with the
 # other lanes; the fleet is brought up for the lane and taken down at its end.

@@ -167,11 +167,12 @@ def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, 
     old, new = servers
     blobs = random_blobs(300, 256)
     seed(old, buckets[0], blobs)
-    # Slow enough to be caught running: dm1 ~19 s, dm2 ~75 s (of ~150 blobs each).
-    inventory.extra = {"blob_migration_max_rps": 8, "blob_migration_chunk_size": 10}
+    # Slow enough to be caught running on a loaded machine, where each playbook run takes
+    # tens of seconds: dm1 ~38 s, dm2 ~150 s (of ~150 blobs each).
+    inventory.extra = {"blob_migration_max_rps": 4, "blob_migration_chunk_size": 10}
     inventory.write()
     (inventory.path / "host_vars" / "dm2.yml").write_text(
-        f"blob_migration_log_dir: {inventory.log_dir('dm2')}\nblob_migration_max_rps: 2\n"
+        f"blob_migration_log_dir: {inventory.log_dir('dm2')}\nblob_migration_max_rps: 1\n"
     )
     summary = tmp_path / "summary.json"
     status_json = tmp_path / "status.json"
@@ -185,7 +186,7 @@ def test_killed_shard_resumes_and_running_job_is_reattached(inventory, servers, 
         status = read_status(inventory, "dm1", "0/2")
         return status.get("state") == "running" and status["counts"]["copied"] >= 20
 
-    wait_for(dm1_progress, 30, "dm1 to copy 20 blobs")
+    wait_for(dm1_progress, 60, "dm1 to copy 20 blobs")
     # Kill shard 0's backfill outright (no chance to save anything more).
     pid = read_status(inventory, "dm1", "0/2")["pid"]
     os.kill(pid, signal.SIGKILL)

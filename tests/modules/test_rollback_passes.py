@@ -102,14 +102,15 @@ def test_reverse_pass_reattached_after_a_lost_session_and_resumed_after_a_kill(
     blobs = random_blobs(60, 256)
     seed(new, buckets[1], blobs)
     keep_settings(inventory)
-    # Slow enough to be caught running (~20 s), through the gate and a re-run's start.
-    inventory.extra = {"blob_migration_max_rps": 3, "blob_migration_chunk_size": 5}
+    # Slow enough to be caught running (~60 s), through the gate and a re-run's start, which
+    # take tens of seconds on a loaded machine.
+    inventory.extra = {"blob_migration_max_rps": 1, "blob_migration_chunk_size": 5}
     inventory.write()
 
     # The operator's session drops while the pass runs: the pass goes on.
     first = start_play(inventory, tmp_path / "first.out")
     try:
-        wait_for(copied_at_least(inventory, 3), 60, "the reverse pass to copy 3 blobs")
+        wait_for(copied_at_least(inventory, 3), 180, "the reverse pass to copy 3 blobs")
     finally:
         drop_session(first)
     job = reverse_file(inventory, "ansible-job.json")
@@ -140,7 +141,7 @@ def test_reverse_pass_reattached_after_a_lost_session_and_resumed_after_a_kill(
     seed(new, buckets[1], more)
     waiting = start_play(inventory, tmp_path / "waiting.out")
     try:
-        wait_for(copied_at_least(inventory, 3), 60, "the second pass to copy 3 blobs")
+        wait_for(copied_at_least(inventory, 3), 180, "the second pass to copy 3 blobs")
         os.kill(reverse_file(inventory, "status.json")["pid"], signal.SIGKILL)
         assert waiting.wait(timeout=60) != 0
         told = " ".join((tmp_path / "waiting.out").read_text().split())
@@ -167,7 +168,7 @@ def pass_deleting(inventory, new, bucket: str, key: str, out: Path, *args: str):
     listing request holds every key). (exit code, the playbook's words)."""
     running = start_play(inventory, out, *args)
     try:
-        wait_for(copied_at_least(inventory, 1), 60, "the reverse pass to start copying")
+        wait_for(copied_at_least(inventory, 1), 180, "the reverse pass to start copying")
         new.client().delete_object(Bucket=bucket, Key=key)
         rc = running.wait(timeout=60)
     finally:
