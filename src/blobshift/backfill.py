@@ -65,6 +65,11 @@ UNFAITHFUL = "cannot be stored faithfully in the target store"
 # In a checkpoint's source: the range plan the pass lists by (its digest follows).
 RANGES_TAG = ":ranges="
 
+# The error of a logged blob that its source no longer held when its copy came (deleted
+# since the listing); the rollback's passes tell the app's deletions by it
+# (playbooks/filter_plugins/rollback_reverse_passes.py says it too).
+GONE_FROM_SOURCE = "not found in old db"
+
 
 @dataclass(frozen=True)
 class BackfillOptions:
@@ -561,7 +566,7 @@ class Backfill:
             if await new.head(work.key) is not None:
                 self.counts.skipped += 1
             else:
-                self._record(work, "not found in old db")
+                self._record(work, GONE_FROM_SOURCE)
             return
         except Exception as exc:
             text = str(exc) or type(exc).__name__
