@@ -255,23 +255,26 @@ def test_runbook_end_to_end(target, blobs, extra, tmp_path, capsys, request):
     assert_runbook_passed(report, code, out, blobs, tmp_path)
     if "ceph" in extra:
         assert report["new_cluster"] == "ceph"
-        nodes, served_by, final, key, listed = ceph
+        nodes, served_by, final_url, listed = ceph
         assert sorted(nodes) == [("127.0.0.3", 9100), ("127.0.0.5", 9120)]
         assert served_by == dict.fromkeys(nodes, "radosgw")
-        assert final.url == f"http://{PROXY[0]}:{PROXY[1]}"
-        assert listed == [key]
+        assert final_url == f"http://{PROXY[0]}:{PROXY[1]}"
+        assert listed == [CEPH_KEPT_KEY]
 
 
-def ceph_after_phase5() -> tuple:
+# SeaweedFS folds "a//b" into "a/b": listed as written only where Ceph serves.
+CEPH_KEPT_KEY = ".blobshift-e2e-ceph/a//b"
+
+
+def ceph_after_phase5() -> tuple[list[tuple[str, int]], dict, str, list[str]]:
     """After phase 5 the proxy's main port is the new cluster alone, each node a radosgw;
-    and a key SeaweedFS would fold ("a//b") is listed as written through the app's final
-    settings: only Ceph keeps it so."""
+    (its nodes, who listens on each, the app's final store url, and what that store lists
+    of CEPH_KEPT_KEY written through it)."""
     nodes = upstream_of(PROXY)
     served_by = {node: listener_name(node) for node in nodes}
     final = load_settings(APP_DIR / "localsettings.py").new
-    key = ".blobshift-e2e-ceph/a//b"
-    listed = asyncio.run(round_trip_through(final, key, b"kept as written"))
-    return nodes, served_by, final, key, listed
+    listed = asyncio.run(round_trip_through(final, CEPH_KEPT_KEY, b"kept as written"))
+    return nodes, served_by, final.url, listed
 
 
 def assert_runbook_passed(report: dict, code: int, out: str, blobs: int, tmp_path: Path) -> None:
