@@ -42,18 +42,19 @@ pytest: deps
 
 # `make test` runs five lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
-# with the smoke bench, the roles' molecule scenarios (a lab of their own, podman labs for
-# the fleet ones), the playbooks' tests (tests/ansible, then the modules and backfill
-# playbooks of tests/modules), and the fleet lab's tests (its own containers and network).
-# Each lane's output is printed when it ends. The machine's CPU is what they share: more
-# lanes would not end sooner, and would starve the tests that time a running backfill.
+# with the smoke bench, the lints then the roles' molecule scenarios (a lab of their own,
+# podman labs for the fleet ones), the playbooks' tests (tests/ansible, then the modules
+# and backfill playbooks of tests/modules), and the fleet lab's tests (its own containers
+# and network). Each lane's output is printed when it ends. The machine's CPU is what they
+# share: more lanes would not end sooner, and would starve the tests that time a running
+# backfill. The lints run in the lane that ends first rather than before every lane.
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
-test: lint lint-runbook $(BENCH_STAMP)
-	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-molecule \
+test: $(BENCH_STAMP)
+	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-checks \
 		test-playbooks test-fleet
 	$(MAKE) --no-print-directory reliability-doc
 
-.PHONY: test-lab test-engine test-playbooks test-fleet
+.PHONY: test-lab test-engine test-checks test-playbooks test-fleet
 test-lab: deps
 	BLOBSHIFT_EVIDENCE_SUITE=lab $(BIN)/pytest -q $(LAB_TESTS)
 
@@ -61,6 +62,11 @@ test-engine: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules --ignore=tests/fleet \
 		$(addprefix --ignore=,$(LAB_TESTS))
 	$(MAKE) --no-print-directory bench-smoke
+
+test-checks: deps
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lint-ansible
+	$(MAKE) --no-print-directory test-molecule
 
 test-playbooks: deps
 	$(MAKE) --no-print-directory test-ansible
@@ -77,8 +83,8 @@ test-fleet: deps
 reliability-doc: $(STAMP)
 	$(BIN)/python -m blobshift.lab.reliability_doc
 
-# The Ansible side (issue 3): yamllint + ansible-lint (production profile) and the
-# ansible-playbook tests of tests/ansible/ (test-ansible); the molecule scenarios of the
+# The Ansible side (issue 3): the ansible-playbook tests of tests/ansible/ (test-ansible;
+# their lints are lint-ansible's); the molecule scenarios of the
 # state table in order (state1 starts from a clean lab, state5 removes it; a failure
 # cleans up too), then those on the fleet's containers (test-molecule).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
@@ -90,10 +96,6 @@ MOLECULE_STATES := state1_steady state2_migrating_riakcs state3_migrating_s3 sta
 MOLECULE_FLEET := fleet_nginx_proxy fleet_localsettings
 .PHONY: test-ansible
 test-ansible: deps
-	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(ANSIBLE_PATHS) .yamllint .ansible-lint
-	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS)
-	$(BIN)/ruff check $(ANSIBLE_PY)
-	$(BIN)/ruff format --check $(ANSIBLE_PY)
 	$(ANSIBLE_ENV) BLOBSHIFT_ANSIBLE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/ansible
 
 # A lane of its own in `make test`: molecule's lab has its own nginx and S3 ports
@@ -109,28 +111,33 @@ test-molecule: deps
 		echo "molecule $$s: passed in $$(( $$(date +%s) - t ))s"; \
 	done
 
-# The custom modules and the backfill playbooks (issue 4): ruff, yamllint + ansible-lint
-# (production) of their YAML, ansible-doc of every module, then tests/modules/ (module unit
-# tests and ansible-playbook runs on two SeaweedFS, 127.0.0.2:19700 and 127.0.0.3:19720).
-MODULES_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
+# The custom modules and the backfill playbooks (issue 4): tests/modules/ (module unit tests
+# and ansible-playbook runs on two SeaweedFS, 127.0.0.2:19700 and 127.0.0.3:19720); their
+# lints and ansible-doc of every module are lint-ansible's.
 MODULES := blob_migration blob_log_check blob_migration_verify blob_migration_info blob_migration_poll blobshift_env_transition
 MODULES_YAML := playbooks/run_blob_migration.yml playbooks/rollback_reverse_pass.yml playbooks/blob_migration_status.yml playbooks/tasks playbooks/check_blob_logs.yml playbooks/verify_blob_migration.yml roles/blobshift_engine
 .PHONY: test-modules
 test-modules: deps
-	$(BIN)/ruff check library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
-	$(BIN)/ruff format --check library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
-	$(MODULES_ENV) $(BIN)/yamllint -s $(MODULES_YAML) tests/modules/install_engine.yml
-	$(MODULES_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(MODULES_YAML)
-	@for m in $(MODULES); do $(MODULES_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
-	$(MODULES_ENV) BLOBSHIFT_MODULE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/modules
+	$(ANSIBLE_ENV) BLOBSHIFT_MODULE_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/modules
 
-# The lab and the runbook's phase playbooks (issue 5); their end-to-end test is
-# tests/test_runbook.py, in `pytest`.
+# The lab and the runbook's phase playbooks (issue 5), linted by lint-ansible; their
+# end-to-end test is tests/test_runbook.py, in `pytest`.
 RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase_guard.yml playbooks/backfill_idle.yml playbooks/check_readiness.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
-.PHONY: lint-runbook
-lint-runbook: deps
-	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(RUNBOOK_YAML)
-	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(RUNBOOK_YAML)
+
+# Every lint of the Ansible side in one go (one ansible-lint, production profile, over the
+# roles, playbooks, modules' YAML, molecule, environments and inventories), the plugins'
+# and tests' Python, and ansible-doc of every module. In `make test` (lane test-checks);
+# test-ansible and test-modules run only their pytest.
+MODULES_PY := library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
+.PHONY: lint-ansible
+lint-ansible: deps
+	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(ANSIBLE_PATHS) $(MODULES_YAML) $(RUNBOOK_YAML) \
+		tests/modules/install_engine.yml .yamllint .ansible-lint
+	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS) \
+		$(MODULES_YAML) $(RUNBOOK_YAML)
+	$(BIN)/ruff check $(ANSIBLE_PY) $(MODULES_PY)
+	$(BIN)/ruff format --check $(ANSIBLE_PY) $(MODULES_PY)
+	@for m in $(MODULES); do $(ANSIBLE_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
 
 # The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;
 # `make bench-smoke` is a few hundred blobs, one repetition, part of `make test`.
