@@ -78,7 +78,9 @@ class ProcSampler(threading.Thread):
         super().__init__(daemon=True)
         self.secrets, self.marker = secrets, marker
         self.halt = threading.Event()
-        self.seen: dict[tuple[int, str], str] = {}  # (pid, start time) -> command
+        # (pid, start time, hash of the command line) -> command: a process seen between
+        # fork and exec is recorded again under the command it execs.
+        self.seen: dict[tuple[int, str, int], str] = {}
         # (pid, start time, hash of the command line) of every process already judged: its
         # environment is fixed at exec, so it is read and searched once per command line.
         self.judged: set[tuple[int, str, int]] = set()
@@ -120,7 +122,7 @@ class ProcSampler(threading.Thread):
             if not self.ours(pid, parents, environ, cmdline):
                 continue
             command = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
-            self.seen.setdefault((pid, started), command)
+            self.seen[judged] = command
             self.bytes += len(cmdline) + len(environ)
             for where, data in (("command line", cmdline), ("environment", environ)):
                 self.found += [(command, where, name) for name in leaks(data, self.secrets)]
@@ -380,3 +382,35 @@ async def round_trip_through(store, key: str, body: bytes) -> list[str]:
             await client.delete(key)
     finally:
         client.close()
+
+
+def test_sampler_records_the_command_a_process_execs_after_it_was_first_seen(tmp_path):
+    """A child seen between fork and exec (a lab node started by Popen) is recorded under the
+    command it then runs, not only the one it was forked with."""
+    marker = b"BLOBSHIFT_SAMPLER_TEST=1"
+    ready = tmp_path / "sampled"
+    script = (
+        "import os, pathlib, sys, time\n"
+        "flag = pathlib.Path(sys.argv[1])\n"
+        "deadline = time.monotonic() + 30\n"
+        "while not flag.exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "os.execv('/bin/sleep', ['sleep', '30'])\n"
+    )
+    env = {**os.environ, "BLOBSHIFT_SAMPLER_TEST": "1"}
+    child = subprocess.Popen([sys.executable, "-c", script, str(ready)], env=env)
+    try:
+        sampler = ProcSampler({"none": b"not-a-secret-of-this-test"}, marker)
+        sampler.sweep()  # the child before its exec
+        assert any(sys.executable in c and "-c" in c for c in sampler.seen.values())
+        ready.touch()
+        runbook.wait_until(
+            lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes() == b"sleep\x0030\x00",
+            10,
+            "the child's exec",
+        )
+        sampler.sweep()
+        assert "sleep 30" in {c.strip() for c in sampler.seen.values()}
+    finally:
+        child.kill()
+        child.wait()
