@@ -78,12 +78,12 @@ class ProcSampler(threading.Thread):
         super().__init__(daemon=True)
         self.secrets, self.marker = secrets, marker
         self.halt = threading.Event()
-        # (pid, start time, hash of the command line) -> command: a process seen between
-        # fork and exec is recorded again under the command it execs.
-        self.seen: dict[tuple[int, str, int], str] = {}
         # (pid, start time, hash of the command line) of every process already judged: its
         # environment is fixed at exec, so it is read and searched once per command line.
         self.judged: set[tuple[int, str, int]] = set()
+        # The command of each judged one that is ours, by the same key: a process seen
+        # between fork and exec is recorded again under the command it execs.
+        self.seen: dict[tuple[int, str, int], str] = {}
         self.sweeps = self.bytes = 0
         self.found: list[tuple[str, str, str]] = []  # (command, where, secret)
         self.error: BaseException | None = None
