@@ -84,12 +84,11 @@ reliability-doc: $(STAMP)
 	$(BIN)/python -m blobshift.lab.reliability_doc
 
 # The Ansible side (issue 3): the ansible-playbook tests of tests/ansible/ (test-ansible;
-# their lints are lint-ansible's); the molecule scenarios of the
-# state table in order (state1 starts from a clean lab, state5 removes it; a failure
-# cleans up too), then those on the fleet's containers (test-molecule).
+# linted by lint-ansible); the molecule scenarios of the state table in order (state1
+# starts from a clean lab, state5 removes it; a failure cleans up too), then those on the
+# fleet's containers (test-molecule).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" BLOBSHIFT_VAULT_PASSWORD_FILE="$(CURDIR)/environments/local/LAB-ONLY-vault-password.txt"
 ANSIBLE_PATHS := playbooks/deploy_proxy.yml playbooks/update_config.yml playbooks/preflight.yml roles/nginx_proxy roles/localsettings roles/blobshift_state molecule environments inventories
-ANSIBLE_PY := tests/ansible molecule/shared/tests playbooks/vars_plugins roles/blobshift_state/filter_plugins
 MOLECULE_STATES := state1_steady state2_migrating_riakcs state3_migrating_s3 state4_flipping state5_done
 # The roles on containers of the fleet's image (issue 12): two hosts each, a lab of their own
 # beside the shared fleet (molecule/shared/fleet-create.yml); destroy removes it, pass or fail.
@@ -125,18 +124,19 @@ test-modules: deps
 RUNBOOK_YAML := playbooks/lab.yml playbooks/env_transition.yml playbooks/phase_guard.yml playbooks/backfill_idle.yml playbooks/check_readiness.yml playbooks/phase1_send_writes_to_new.yml playbooks/phase2_backfill.yml playbooks/phase3_check_logs.yml playbooks/phase4_flip.yml playbooks/phase5_cleanup.yml playbooks/rollback_to_steady.yml playbooks/rollback_to_migrating.yml playbooks/status.yml roles/lab_s3 roles/lab_app
 
 # Every lint of the Ansible side in one go (one ansible-lint, production profile, over the
-# roles, playbooks, modules' YAML, molecule, environments and inventories), the plugins'
-# and tests' Python, and ansible-doc of every module. In `make test` (lane test-checks);
-# test-ansible and test-modules run only their pytest.
-MODULES_PY := library module_utils tests/modules playbooks/action_plugins playbooks/filter_plugins
+# roles, playbooks, modules' YAML, molecule, environments and inventories), its Python
+# that `lint` (src, tests, bench) does not reach, and ansible-doc of every module. In
+# `make test` (lane test-checks); test-ansible and test-modules run only their pytest.
+ANSIBLE_PY := library module_utils playbooks/action_plugins playbooks/filter_plugins \
+	playbooks/vars_plugins roles/blobshift_state/filter_plugins molecule/shared/tests
 .PHONY: lint-ansible
 lint-ansible: deps
 	$(ANSIBLE_ENV) $(BIN)/yamllint -s $(ANSIBLE_PATHS) $(MODULES_YAML) $(RUNBOOK_YAML) \
 		tests/modules/install_engine.yml .yamllint .ansible-lint
 	$(ANSIBLE_ENV) $(BIN)/ansible-lint -q --nocolor --profile production $(ANSIBLE_PATHS) \
 		$(MODULES_YAML) $(RUNBOOK_YAML)
-	$(BIN)/ruff check $(ANSIBLE_PY) $(MODULES_PY)
-	$(BIN)/ruff format --check $(ANSIBLE_PY) $(MODULES_PY)
+	$(BIN)/ruff check $(ANSIBLE_PY)
+	$(BIN)/ruff format --check $(ANSIBLE_PY)
 	@for m in $(MODULES); do $(ANSIBLE_ENV) $(BIN)/ansible-doc -M library -t module $$m >/dev/null || exit 1; echo "ansible-doc $$m: ok"; done
 
 # The benchmark against rclone (issue 6): `make bench` appends to bench/RESULTS.md;

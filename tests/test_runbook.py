@@ -387,7 +387,7 @@ async def round_trip_through(store, key: str, body: bytes) -> list[str]:
 def test_sampler_records_the_command_a_process_execs_after_it_was_first_seen(tmp_path):
     """A child seen between fork and exec (a lab node started by Popen) is recorded under the
     command it then runs, not only the one it was forked with."""
-    marker = b"BLOBSHIFT_SAMPLER_TEST=1"
+    marker = "BLOBSHIFT_SAMPLER_TEST=1"
     ready = tmp_path / "sampled"
     script = (
         "import os, pathlib, sys, time\n"
@@ -397,10 +397,12 @@ def test_sampler_records_the_command_a_process_execs_after_it_was_first_seen(tmp
         "    time.sleep(0.01)\n"
         "os.execv('/bin/sleep', ['sleep', '30'])\n"
     )
-    env = {**os.environ, "BLOBSHIFT_SAMPLER_TEST": "1"}
-    child = subprocess.Popen([sys.executable, "-c", script, str(ready)], env=env)
+    name, _, value = marker.partition("=")
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(ready)], env={**os.environ, name: value}
+    )
     try:
-        sampler = ProcSampler({"none": b"not-a-secret-of-this-test"}, marker)
+        sampler = ProcSampler({"none": b"not-a-secret-of-this-test"}, marker.encode())
         sampler.sweep()  # the child before its exec
         assert any(sys.executable in c and "-c" in c for c in sampler.seen.values())
         ready.touch()
