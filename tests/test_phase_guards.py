@@ -34,6 +34,7 @@ def env(tmp_path):
     text += (
         f"nginx_proxy_conf_dir: {ngx}\n"
         f"nginx_proxy_log_dir: {ngx}/logs\n"
+        f"nginx_proxy_store_log: {ngx}/logs/blobshift_store.log\n"
         f"nginx_proxy_pid_file: {ngx}/nginx.pid\n"
     )
     write_atomic(public, text)

@@ -210,6 +210,8 @@ def base_public(lab_root: Path) -> dict:
         blobshift_proxy_temp_port=TEMP_PORT,
         nginx_proxy_conf_dir=str(ngx),
         nginx_proxy_log_dir=str(ngx / "logs"),
+        # Not the lab's (environments/local): its flip gate would count these requests.
+        nginx_proxy_store_log=str(ngx / "logs" / "blobshift_store.log"),
         nginx_proxy_pid_file=str(ngx / "nginx.pid"),
         localsettings_path=str(lab_root / "app" / "localsettings.py"),
         localsettings_app_restart_commands=[
