@@ -106,3 +106,25 @@ def test_range_shards_list_each_range_once(figures: dict) -> None:
     # Each host listed only its own ranges: together they saw each key about once (how
     # evenly the planner split them is its own test's business).
     assert one["keys"] <= sum(r["merged"] for r in ranged["runs"]) <= one["merged"] + slack * 1000
+
+
+def test_the_bench_runs_the_engine_from_bytecode_as_an_installed_wheel_does(tmp_path) -> None:
+    """The bench's children never write bytecode; its engine copy must hold it already, or
+    each blobshift run pays for compiling its modules (rclone pays nothing like it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from backfill_vs_rclone import snapshot_engine
+    finally:
+        sys.path.pop(0)
+    env = snapshot_engine(tmp_path, None)
+    probe = (
+        "import cProfile, pstats, io; p = cProfile.Profile(); p.enable(); import blobshift.cli; "
+        "p.disable(); s = pstats.Stats(p); "
+        "print(sum(v[0] for k, v in s.stats.items() if k[2] == 'source_to_code'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert int(out.stdout.strip()) == 0, "modules compiled from source at start"
