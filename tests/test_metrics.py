@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -298,3 +299,10 @@ def test_prometheus_scrapes_the_metrics_file_through_node_exporter(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_run_without_a_metrics_file_does_not_import_prometheus_client() -> None:
+    """Its import is a fifth of the engine's start; only a run that writes the file needs it."""
+    probe = "import sys, blobshift.cli; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -17,14 +17,16 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Histogram, write_to_textfile
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from blobshift.progress import Output
 from blobshift.s3.client import S3Client
 from blobshift.settings import OLD_STORE
+
+# prometheus_client is imported by a run that writes a metrics file, when it starts to:
+# its import (http.server, wsgiref) is a fifth of every other run's start.
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 WRITE_INTERVAL = 5.0
 PREFIX = "blobshift"
@@ -67,13 +69,16 @@ class Snapshot:
     checkpoint_age: float | None = None
 
 
-class _RunCollector(Collector):
-    """Builds the counter and gauge families from the run's snapshot at each write."""
+class _RunCollector:
+    """Builds the counter and gauge families from the run's snapshot at each write (a
+    prometheus_client Collector: the registry asks for `collect` only)."""
 
     def __init__(self, metrics: RunMetrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m = self._metrics
         snap = m.snapshot()
         labels = list(LABELS)
@@ -141,6 +146,8 @@ class RunMetrics:
         self.out = out
         self._lifecycle = "starting"
         self._write_failed = False
+        from prometheus_client import CollectorRegistry, Histogram
+
         self.registry = CollectorRegistry(auto_describe=False)
         self._latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
@@ -175,6 +182,8 @@ class RunMetrics:
     def write(self) -> None:
         """Replace the file; a failure is reported once and does not stop the run (the
         metrics are for watchers, like the status file)."""
+        from prometheus_client import write_to_textfile
+
         try:
             write_to_textfile(str(self.path), self.registry)
         except OSError as exc:
