@@ -184,7 +184,9 @@ def test_host_vars_still_win_after_the_phase_edits_the_environment(env):
     override.mkdir()
     host_vars = env.inventory / "host_vars"
     host_vars.mkdir(exist_ok=True)
-    (host_vars / "lab-proxy.yml").write_text(f"nginx_proxy_log_dir: {override}\n")
+    (host_vars / "lab-proxy.yml").write_text(
+        f"nginx_proxy_log_dir: {override}\nnginx_proxy_store_log: {override}/store.log\n"
+    )
     proc = play(env, "phase1_send_writes_to_new.yml", "--check", "--diff")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"access_log {override}/" in proc.stdout
