@@ -24,7 +24,7 @@ from blobshift.s3.client import S3Client
 from blobshift.settings import OLD_STORE
 
 # prometheus_client is imported by a run that writes a metrics file, when it starts to:
-# its import (http.server, wsgiref) is a fifth of every other run's start.
+# its import (http.server, wsgiref) took ~0.02 s of every other run's start.
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
