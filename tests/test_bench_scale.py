@@ -118,7 +118,7 @@ def test_the_bench_runs_the_engine_from_bytecode_as_an_installed_wheel_does(tmp_
         sys.path.pop(0)
     env = snapshot_engine(tmp_path, None)
     probe = (
-        "import cProfile, pstats, io; p = cProfile.Profile(); p.enable(); import blobshift.cli; "
+        "import cProfile, pstats; p = cProfile.Profile(); p.enable(); import blobshift.cli; "
         "p.disable(); s = pstats.Stats(p); "
         "print(sum(v[0] for k, v in s.stats.items() if k[2] == 'source_to_code'))"
     )
