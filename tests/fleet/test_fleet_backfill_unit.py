@@ -182,8 +182,9 @@ class Backfill:
             "blob_migration_unit_restart_sec": 1,
             "blob_migration_ranges": 0,
             "blob_migration_chunk_size": 10,
-            "blob_migration_poll_delay": 1,
-            "blob_migration_fetch_interval": 1,
+            # Each poll is a module run per shard, on the host and the controller: every 2 s.
+            "blob_migration_poll_delay": 2,
+            "blob_migration_fetch_interval": 2,
             # SeaweedFS fails the key probe for "a//b" and "x/": log such keys (as the lab).
             "blob_migration_log_unfaithful_keys": True,
             "blob_migration_min_free_mb": 10,

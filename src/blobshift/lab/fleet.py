@@ -407,7 +407,7 @@ class Fleet:
             "    GlobalKnownHostsFile /dev/null\n"
             "    StrictHostKeyChecking yes\n"
             "    BatchMode yes\n"
-            "    ConnectTimeout 5\n"
+            "    ConnectTimeout 5\n",
         )
 
     def _ssh_ok(self, host: Host) -> tuple[bool, str]:
