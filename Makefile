@@ -40,26 +40,28 @@ lint: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q --ignore=tests/ansible --ignore=tests/modules
 
-# `make test` runs six lanes side by side, which share no port, directory or server: the
+# `make test` runs five lanes side by side, which share no port, directory or server: the
 # lab's own tests (its nginx on :8080, /var/lib/blobshift-lab), the other engine tests
 # with the smoke bench, the lints then the roles' molecule scenarios (a lab of their own,
-# podman labs for the fleet ones), the playbooks' tests (tests/ansible), the modules and
-# backfill playbooks (tests/modules), and the fleet lab's tests (its own containers and
-# network). Each lane's output is printed when it ends. The machine's CPU is what they
-# share, so a lane is split only where it would otherwise end long after the others
-# (measured: tests/ansible then tests/modules in one lane took 1,497 s of a 1,521-s run).
-# The lints run in the lane that ends first rather than before every lane.
+# podman labs for the fleet ones), the playbooks' tests (tests/ansible, then the modules
+# and backfill playbooks of tests/modules), and the fleet lab's tests (its own containers
+# and network). Each lane's output is printed when it ends. The machine's CPU is what they
+# share: more lanes would not end sooner, and would starve the tests that time a running
+# backfill (measured: six lanes, tests/ansible and tests/modules apart and the fleet's
+# runbook beside its other tests, ended later, 1,614 s against 1,521 s, with three such
+# tests timed out). The lints run in the lane that ends first rather than before every lane.
+
 # Python may write bytecode (some machines set PYTHONDONTWRITEBYTECODE): the suite starts
-# thousands of Python processes that import the engine from src/, an editable install
-# with no bytecode of its own, and each would compile it again.
+# ~4,400 Python processes (process accounting, one run), many of which import the engine
+# from src/, an editable install with no bytecode of its own: each compiled it again.
 unexport PYTHONDONTWRITEBYTECODE
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: $(BENCH_STAMP)
-	$(MAKE) --no-print-directory -j6 --output-sync=target test-lab test-engine test-checks \
-		test-ansible test-modules test-fleet
+	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-checks \
+		test-playbooks test-fleet
 	$(MAKE) --no-print-directory reliability-doc
 
-.PHONY: test-lab test-engine test-checks test-fleet
+.PHONY: test-lab test-engine test-checks test-playbooks test-fleet
 test-lab: deps
 	BLOBSHIFT_EVIDENCE_SUITE=lab $(BIN)/pytest -q $(LAB_TESTS)
 
@@ -73,30 +75,14 @@ test-checks: deps
 	$(MAKE) --no-print-directory lint-ansible
 	$(MAKE) --no-print-directory test-molecule
 
+test-playbooks: deps
+	$(MAKE) --no-print-directory test-ansible
+	$(MAKE) --no-print-directory test-modules
+
 # The fleet lab's tests (tests/fleet/): its own hosts and network, nothing shared with the
-# other lanes; the fleet is brought up for the lane and taken down at its end, pass or fail.
-# Two pytest runs share it side by side: the runbook's (its lab on every host, units
-# blobshift-lab-*) and the others' (their own units, dirs and ports on the django_manage
-# hosts, their stores on the controller). Most of either is waiting on a rate-limited
-# backfill, not CPU. The engine is installed on the django_manage hosts first, so that
-# neither run's install meets the other's pip in the same virtualenv.
-FLEET_PYTEST := BLOBSHIFT_FLEET_KEEP=1 $(BIN)/pytest -q -p no:cacheprovider
+# other lanes; the fleet is brought up for the lane and taken down at its end.
 test-fleet: deps
-	@mkdir -p build
-	$(BIN)/python -m blobshift.lab.fleet up
-	@rc=0; \
-	$(ANSIBLE_ENV) $(BIN)/ansible-playbook -i inventories/fleet tests/modules/install_engine.yml \
-		>build/fleet-install.log 2>&1 || { cat build/fleet-install.log; rc=1; }; \
-	if [ $$rc = 0 ]; then \
-		BLOBSHIFT_EVIDENCE_SUITE=fleet-runbook $(FLEET_PYTEST) tests/fleet/test_fleet_runbook.py \
-			>build/fleet-runbook.log 2>&1 & runbook=$$!; \
-		BLOBSHIFT_EVIDENCE_SUITE=fleet BLOBSHIFT_TEST_PORT=27000 $(FLEET_PYTEST) tests/fleet \
-			--ignore=tests/fleet/test_fleet_runbook.py || rc=1; \
-		wait $$runbook || rc=1; \
-		echo "--- tests/fleet/test_fleet_runbook.py:"; cat build/fleet-runbook.log; \
-	fi; \
-	$(BIN)/python -m blobshift.lab.fleet down || rc=1; \
-	exit $$rc
+	BLOBSHIFT_EVIDENCE_SUITE=fleet BLOBSHIFT_TEST_PORT=27000 $(BIN)/pytest -q -p no:cacheprovider tests/fleet
 
 # docs/RELIABILITY.md, from the battery's figures the pytest runs of the lanes recorded in
 # build/reliability/ (tests marked `reliability`) and from the soak runs' history.
