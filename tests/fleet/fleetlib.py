@@ -80,5 +80,6 @@ def shell(command: str, become: bool = False, check: bool = True) -> dict[str, s
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     """Poll `check` until it answers truthy; TimeoutError names `what`. Each look is an
-    ansible or SSH run of a second or so of CPU: polled no faster than the other lanes need."""
-    return wait_until(check, timeout, what, interval=1.5)
+    ansible or SSH run of a second or so of CPU, which the other lanes need: every 3 s, as
+    what the tests wait for (a checkpoint, a restart, a unit copying) lasts far longer."""
+    return wait_until(check, timeout, what, interval=3.0)
