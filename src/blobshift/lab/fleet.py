@@ -92,17 +92,6 @@ def _say(message: str) -> None:
     print(f"fleet: {message}", flush=True)
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Write `path` unless it already holds `text`, by rename: a test session bringing up a
-    fleet that is up already must not truncate the ssh_config or known_hosts another
-    session's ssh is reading."""
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _digest(*parts: bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -383,7 +372,7 @@ class Fleet:
                 "exec", self.container(host), "cat", "/etc/ssh/ssh_host_ed25519_key.pub"
             ).stdout.split()
             lines.append(f"{host.name},{host.address} {key[0]} {key[1]}")
-        _replace_text(self.known_hosts, "\n".join(lines) + "\n")
+        self.known_hosts.write_text("\n".join(lines) + "\n")
         blocks = [f"Host {h.name}\n    HostName {h.address}\n" for h in self.hosts]
         net = ipaddress.ip_network(self.subnet)
         # The whole subnet by one pattern where ssh can say it (10.89.7.*), else each address.
@@ -394,8 +383,7 @@ class Fleet:
             addresses = [h.address for h in self.hosts]
         patterns = " ".join([h.name for h in self.hosts] + addresses)
         first = self.hosts[0].name
-        _replace_text(
-            self.ssh_config,
+        self.ssh_config.write_text(
             f"# Written by `python -m blobshift.lab.fleet up` (lab {self.network}): its hosts,\n"
             f"# their host keys as collected from the containers. ssh -F this-file {first}\n"
             + "\n".join(blocks)
@@ -407,7 +395,7 @@ class Fleet:
             "    GlobalKnownHostsFile /dev/null\n"
             "    StrictHostKeyChecking yes\n"
             "    BatchMode yes\n"
-            "    ConnectTimeout 5\n",
+            "    ConnectTimeout 5\n"
         )
 
     def _ssh_ok(self, host: Host) -> tuple[bool, str]:
